@@ -1,0 +1,229 @@
+"""The project database: schema, engine set-up and short write transactions.
+
+One SQLite file per project (``project.sqlite``), opened through SQLAlchemy 2 Core with
+WAL journaling, a busy timeout, foreign keys on and ``synchronous=NORMAL``. Writers take the
+write lock up front (``BEGIN IMMEDIATE``) so that two processes never deadlock upgrading a read
+lock, and :func:`write` retries a transaction that still meets a locked database.
+
+Tables
+------
+``meta``         key/value: schema version, creation time, emforge version.
+``runs``         one row per protocol run (the engine fills it).
+``steps``        one row per step of a run, with its key and status.
+``objects``      every typed output object (Volume, SetOfParticles, FSC, ...).
+``edges``        provenance: object -> run (``in``) and run -> object (``out``).
+``set_columns``  the items of every set, column-chunked (see :mod:`emforge.sets`).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "metadata",
+    "meta",
+    "runs",
+    "steps",
+    "objects",
+    "edges",
+    "set_columns",
+    "make_engine",
+    "write",
+    "read",
+]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 60_000
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("protocol_id", String, nullable=False),
+    Column("protocol_version", String, nullable=False),
+    Column("plugin", String, nullable=False),
+    Column("plugin_version", String, nullable=False),
+    Column("emforge_version", String, nullable=False),
+    Column("label", String, nullable=False, default=""),
+    Column("params_json", Text, nullable=False),
+    Column("status", String, nullable=False),
+    Column("pid", Integer),
+    Column("host", String),
+    Column("heartbeat", Float),
+    Column("created", Float, nullable=False),
+    Column("started", Float),
+    Column("finished", Float),
+    Column("error", Text),
+    Column("workdir", String, nullable=False, default=""),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("progress_message", Text, nullable=False, default=""),
+    Column("source_run_id", Integer),
+    Column("summary", Text, nullable=False, default=""),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("name", String, nullable=False),
+    Column("key", String, nullable=False, default=""),
+    Column("status", String, nullable=False),
+    Column("deps_json", Text, nullable=False, default="[]"),
+    Column("started", Float),
+    Column("finished", Float),
+    Column("error", Text),
+    Column("result_json", Text, nullable=False, default="{}"),
+    UniqueConstraint("run_id", "name"),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE")),
+    Column("name", String, nullable=False, default=""),
+    Column("kind", String, nullable=False),
+    Column("label", String, nullable=False, default=""),
+    Column("attrs_json", Text, nullable=False, default="{}"),
+    Column("data_version", String, nullable=False, default=""),
+    Column("count", Integer, nullable=False, default=0),
+    Column("created", Float, nullable=False),
+    Index("ix_objects_run", "run_id"),
+)
+
+edges = Table(
+    "edges",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("object_id", Integer, ForeignKey("objects.id", ondelete="RESTRICT"), nullable=False),
+    Column("direction", String, nullable=False),  # "in" or "out"
+    Column("name", String, nullable=False),
+    Column("data_version", String, nullable=False, default=""),
+    Index("ix_edges_object", "object_id"),
+    Index("ix_edges_run", "run_id"),
+)
+
+set_columns = Table(
+    "set_columns",
+    metadata,
+    Column("object_id", Integer, ForeignKey("objects.id", ondelete="CASCADE"), nullable=False),
+    Column("column", String, nullable=False),
+    Column("chunk", Integer, nullable=False),
+    Column("dtype", String, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("object_id", "column", "chunk"),
+)
+
+
+def make_engine(path: Path) -> Engine:
+    """An engine on ``path`` with WAL, busy timeout, foreign keys and explicit BEGINs.
+
+    ``NullPool``: every checkout opens a fresh SQLite connection, which keeps the engine safe
+    to use after ``fork`` and never holds a file handle between transactions.
+    """
+    engine = create_engine(
+        f"sqlite:///{path}",
+        poolclass=NullPool,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("emforge_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextmanager
+def write(engine: Engine, *, retries: int = 8) -> Iterator[Connection]:
+    """One short write transaction (``BEGIN IMMEDIATE``), committed on success.
+
+    The busy timeout already waits for other writers; should SQLite still report a locked
+    database when the transaction starts, it is retried with a randomised back-off so the
+    user never sees "database is locked". Errors inside the ``with`` body roll back.
+    """
+    attempt = 0
+    while True:
+        conn = engine.connect().execution_options(emforge_begin="IMMEDIATE")
+        try:
+            trans = conn.begin()
+        except OperationalError as exc:
+            conn.close()
+            attempt += 1
+            if not _is_locked(exc) or attempt > retries:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+            continue
+        break
+    try:
+        yield conn
+        trans.commit()
+    except BaseException:
+        if trans.is_active:
+            trans.rollback()
+        raise
+    finally:
+        conn.close()
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only snapshot (deferred transaction, never takes the write lock)."""
+    with engine.connect() as conn, conn.begin():
+        yield conn

@@ -1,0 +1,268 @@
+"""Typed EM data: the objects protocols take as inputs and register as outputs.
+
+Single objects (:class:`Volume`, :class:`VolumeMask`, :class:`Mask2D`, :class:`Tomogram`,
+:class:`FSC`) are small frozen dataclasses stored as JSON attributes of an ``objects`` row;
+their pixels stay in MRC files referenced by path. Sets (:class:`SetOfParticles`, ...) are
+handles on column-chunked items in the database (see :mod:`emforge.sets`); their items are
+light dataclasses (:class:`Particle`, :class:`Coordinate3D`, :class:`SubTomogram`) made on
+iteration, the convenience path — bulk column access is the normal one.
+
+Units: pixel sizes in Å, origins in Å (z, y, x), shapes (z, y, x), angles in degrees (RELION
+ZYZ), shifts in Å. See ``docs/conventions.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "DataObject",
+    "Volume",
+    "VolumeMask",
+    "Mask2D",
+    "Tomogram",
+    "FSC",
+    "Item",
+    "Particle",
+    "Coordinate3D",
+    "SubTomogram",
+    "ITEM_TYPES",
+    "OBJECT_TYPES",
+    "SET_KINDS",
+    "kind_of",
+]
+
+
+@dataclass(frozen=True)
+class DataObject:
+    """Base of single typed objects; ``kind`` names the type in the database."""
+
+    kind: ClassVar[str] = "DataObject"
+    #: attributes holding file paths, hashed into the data version
+    file_fields: ClassVar[tuple[str, ...]] = ()
+
+    def to_attrs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> DataObject:
+        names = {f.name for f in dataclasses.fields(cls)}
+        clean = {k: (tuple(v) if isinstance(v, list) and k in ("shape", "origin") else v)
+                 for k, v in attrs.items() if k in names}
+        return cls(**clean)
+
+    def files(self) -> list[str]:
+        return [getattr(self, f) for f in self.file_fields if getattr(self, f)]
+
+
+@dataclass(frozen=True)
+class Volume(DataObject):
+    """A 3D map in an MRC file.
+
+    ``shape`` is (z, y, x) in voxels, ``pixel_size`` in Å (cubic voxels; anisotropic headers
+    keep their x value here and the full triple in ``voxel_size``), ``origin`` (z, y, x) in Å.
+    ``half1``/``half2`` are optional half maps of the same shape and pixel size.
+    """
+
+    kind: ClassVar[str] = "Volume"
+    file_fields: ClassVar[tuple[str, ...]] = ("path", "half1", "half2")
+    path: str
+    pixel_size: float
+    shape: tuple[int, int, int]
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    half1: str | None = None
+    half2: str | None = None
+    voxel_size: tuple[float, float, float] | None = None
+
+    @property
+    def has_halves(self) -> bool:
+        return bool(self.half1 and self.half2)
+
+
+@dataclass(frozen=True)
+class VolumeMask(Volume):
+    """A 3D mask: values in [0, 1]; ``soft`` when it has values strictly between."""
+
+    kind: ClassVar[str] = "VolumeMask"
+    soft: bool = False
+
+
+@dataclass(frozen=True)
+class Mask2D(DataObject):
+    """A 2D mask image (y, x) in an MRC file, values in [0, 1]."""
+
+    kind: ClassVar[str] = "Mask2D"
+    file_fields: ClassVar[tuple[str, ...]] = ("path",)
+    path: str
+    pixel_size: float
+    shape: tuple[int, int]
+    soft: bool = False
+
+
+@dataclass(frozen=True)
+class Tomogram(DataObject):
+    """A reconstructed tomogram (z, y, x) in an MRC file (or TIFF/EM imported as such)."""
+
+    kind: ClassVar[str] = "Tomogram"
+    file_fields: ClassVar[tuple[str, ...]] = ("path",)
+    path: str
+    pixel_size: float
+    shape: tuple[int, int, int]
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    tilt_series: str | None = None
+
+
+@dataclass(frozen=True)
+class FSC(DataObject):
+    """A Fourier shell correlation curve.
+
+    ``frequencies`` in 1/Å, ``values`` the correlation per shell, ``crossings`` maps a name
+    (e.g. ``"0.143"``) to the resolution in Å where the curve crosses it.
+    """
+
+    kind: ClassVar[str] = "FSC"
+    frequencies: tuple[float, ...]
+    values: tuple[float, ...]
+    crossings: dict[str, float] = field(default_factory=dict)
+    label: str = ""
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {"frequencies": list(map(float, self.frequencies)), "values": list(map(float, self.values)),
+                "crossings": dict(self.crossings), "label": self.label}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> FSC:
+        return cls(tuple(attrs["frequencies"]), tuple(attrs["values"]), dict(attrs.get("crossings", {})),
+                   attrs.get("label", ""))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item of a set, made from a row of its columns; ``extra`` holds extra columns."""
+
+    id: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Particle(Item):
+    """A particle image: location, pose (RELION ZYZ, deg), shifts (Å), CTF, coordinate."""
+
+    image_path: str = ""
+    image_index: int = 0
+    pixel_size: float = float("nan")
+    rot: float = 0.0
+    tilt: float = 0.0
+    psi: float = 0.0
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    defocus_u: float = float("nan")
+    defocus_v: float = float("nan")
+    defocus_angle: float = float("nan")
+    voltage: float = float("nan")
+    cs: float = float("nan")
+    amplitude_contrast: float = float("nan")
+    phase_shift: float = 0.0
+    micrograph: str = ""
+    coord_x: float = float("nan")
+    coord_y: float = float("nan")
+    subset: int = 0
+    class_id: int = 0
+    score: float = float("nan")
+
+
+@dataclass(frozen=True)
+class Coordinate3D(Item):
+    """A 3D position (px) in a tomogram, with optional orientation, tag and score."""
+
+    tomogram: str = ""
+    x: float = float("nan")
+    y: float = float("nan")
+    z: float = float("nan")
+    pixel_size: float = float("nan")
+    rot: float = 0.0
+    tilt: float = 0.0
+    psi: float = 0.0
+    tag: str = ""
+    score: float = float("nan")
+
+
+@dataclass(frozen=True)
+class SubTomogram(Item):
+    """A subtomogram image with its pose, shifts and position in its tomogram."""
+
+    image_path: str = ""
+    image_index: int = 0
+    pixel_size: float = float("nan")
+    rot: float = 0.0
+    tilt: float = 0.0
+    psi: float = 0.0
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    shift_z: float = 0.0
+    tomogram: str = ""
+    coord_x: float = float("nan")
+    coord_y: float = float("nan")
+    coord_z: float = float("nan")
+    subset: int = 0
+    class_id: int = 0
+    score: float = float("nan")
+
+
+@dataclass(frozen=True)
+class VolumeItem(Item):
+    """One volume of a SetOfVolumes."""
+
+    image_path: str = ""
+    image_index: int = 0
+    pixel_size: float = float("nan")
+    half1_path: str = ""
+    half2_path: str = ""
+    subset: int = 0
+    class_id: int = 0
+    score: float = float("nan")
+
+
+@dataclass(frozen=True)
+class TomogramItem(Item):
+    """One tomogram of a SetOfTomograms."""
+
+    image_path: str = ""
+    image_index: int = 0
+    pixel_size: float = float("nan")
+    tilt_series: str = ""
+
+
+ITEM_TYPES: dict[str, type[Item]] = {
+    "SetOfParticles": Particle,
+    "SetOfCoordinates3D": Coordinate3D,
+    "SetOfSubTomograms": SubTomogram,
+    "SetOfVolumes": VolumeItem,
+    "SetOfTomograms": TomogramItem,
+}
+SET_KINDS = tuple(ITEM_TYPES)
+OBJECT_TYPES: dict[str, type[DataObject]] = {
+    cls.kind: cls for cls in (Volume, VolumeMask, Mask2D, Tomogram, FSC)
+}
+
+
+def kind_of(obj: object) -> str:
+    """The database kind of a typed object."""
+    return getattr(obj, "kind", type(obj).__name__)
+
+
+def make_items(kind: str, columns: dict[str, np.ndarray]):
+    """Yield item objects from a block of columns (the convenience path)."""
+    item_type = ITEM_TYPES[kind]
+    std = {f.name for f in dataclasses.fields(item_type)} - {"extra"}
+    names = list(columns)
+    std_names = [n for n in names if n in std]
+    extra_names = [n for n in names if n not in std]
+    lists = {n: columns[n].tolist() for n in names}
+    for i in range(len(columns["id"])):
+        extra = {n: lists[n][i] for n in extra_names}
+        yield item_type(extra=extra, **{n: lists[n][i] for n in std_names})

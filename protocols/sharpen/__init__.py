@@ -1,0 +1,1 @@
+"""Protocol family (manifest declared in a later step)."""
