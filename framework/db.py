@@ -94,6 +94,9 @@ runs = Table(
     Column("progress", Float, nullable=False, default=0.0),
     Column("progress_message", Text, nullable=False, default=""),
     Column("source_run_id", Integer),
+    Column("inputs_json", Text, nullable=False, default="{}"),
+    Column("executed_params_json", Text),
+    Column("external_json", Text, nullable=False, default="{}"),
     Column("summary", Text, nullable=False, default=""),
 )
 
@@ -111,6 +114,7 @@ steps = Table(
     Column("finished", Float),
     Column("error", Text),
     Column("result_json", Text, nullable=False, default="{}"),
+    Column("executions", Integer, nullable=False, default=0),
     UniqueConstraint("run_id", "name"),
 )
 
@@ -120,6 +124,7 @@ objects = Table(
     Column("id", Integer, primary_key=True),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE")),
     Column("name", String, nullable=False, default=""),
+    Column("step", String),
     Column("kind", String, nullable=False),
     Column("label", String, nullable=False, default=""),
     Column("attrs_json", Text, nullable=False, default="{}"),

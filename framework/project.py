@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, delete, insert, inspect, select, upda
 
 from . import __version__, db
 from . import sets as _sets
-from .errors import NotFoundError, ParamError, ProjectError
+from .errors import EmforgeError, NotFoundError, ParamError, ProjectError
 from .objects import ITEM_TYPES, OBJECT_TYPES, SET_KINDS, DataObject, make_items
 
 __all__ = ["Project", "EMSet", "file_version", "DB_NAME"]
@@ -105,6 +105,33 @@ class Project:
         for sub in ("extra", "tmp", "logs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         return d
+
+    def run(self, protocol: str | type, *, params: Mapping[str, Any] | None = None,
+            inputs: Mapping[str, Any] | None = None, label: str = "", workers: int | None = None,
+            executor: str = "local", registry: Any = None) -> int:
+        """Create and execute a run in this process; returns the run id.
+
+        ``inputs`` map input names to object ids or ``"RUN.output"`` references. Raises
+        :class:`~emforge.errors.ValidationError` (nothing recorded) when validation fails, and
+        :class:`~emforge.errors.EmforgeError` when the run fails.
+        """
+        from .engine import create_run, execute_run
+
+        run_id = create_run(self, protocol, dict(params or {}), dict(inputs or {}), label=label, registry=registry)
+        status = execute_run(self, run_id, workers=workers, executor=executor, registry=registry)
+        if status != "finished":
+            from .engine.runs import run_row
+
+            raise EmforgeError(f"run {run_id} {status}: {run_row(self, run_id)['error']}")
+        return run_id
+
+    def outputs(self, run_id: int) -> dict[str, Any]:
+        """The outputs of a run by name, as typed objects or set handles."""
+        from .engine.runs import materialise
+
+        with db.read(self.engine) as conn:
+            rows = conn.execute(select(db.objects).where(db.objects.c.run_id == run_id).order_by(db.objects.c.id))
+            return {r["name"]: materialise(self, dict(r)) for r in rows.mappings()}
 
     def tables(self) -> list[str]:
         return inspect(self.engine).get_table_names()

@@ -1,1 +1,6 @@
-"""Protocol family (manifest declared in a later step)."""
+"""Map sharpening and resolution analysis (manifests only; classes load on first use)."""
+
+from emforge.plugins import PluginManifest
+
+manifest = PluginManifest(name="sharpen", description="Map sharpening", protocols=[])
+analysis_manifest = PluginManifest(name="analysis", description="Resolution analysis", protocols=[])

@@ -1,0 +1,355 @@
+"""Implementations of the CLI sub-commands (thin: the work is in the library)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import NotFoundError, ParamError
+from ..project import DB_NAME, Project
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def _kv(items: list[str], what: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamError(what, f"{item!r}: expected NAME=VALUE")
+        if what == "--input" and key in result:
+            prev = result[key]
+            result[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+        else:
+            result[key] = value
+    return result
+
+
+def _open(args: Any) -> Project:
+    return Project.open(args.project)
+
+
+# -- project -----------------------------------------------------------------
+def project_init(args: Any) -> int:
+    proj = Project.init(args.path)
+    out.print(f"created project {proj.path} ({DB_NAME})")
+    return 0
+
+
+def project_show(args: Any) -> int:
+    proj = Project.open(args.path or os.environ.get("EMFORGE_PROJECT", "."))
+    from ..engine.listing import run_rows
+
+    rows = run_rows(proj)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["shown_status"]] = counts.get(r["shown_status"], 0) + 1
+    out.print(f"project {proj.path}")
+    out.print(f"  runs: {len(rows)}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    out.print(f"  objects: {len(proj.list_objects())}")
+    return 0
+
+
+def project_list(args: Any) -> int:
+    root = Path(args.root).expanduser()
+    found = sorted(p.parent for p in root.glob(f"**/{DB_NAME}"))
+    for p in found:
+        out.print(str(p))
+    if not found:
+        err.print(f"no emforge project under {root.resolve()}")
+    return 0
+
+
+# -- protocols & plugins ---------------------------------------------------------
+def _registry() -> Any:
+    from ..plugins import default_registry
+
+    return default_registry()
+
+
+def protocols_list(args: Any) -> int:
+    reg = _registry()
+    table = Table("protocol", "plugin", "description", box=None)
+    for pid, entry in sorted(reg.protocols.items()):
+        table.add_row(pid, f"{entry.plugin} {entry.plugin_version}", entry.entry.label or entry.entry.help)
+    out.print(table)
+    for prob in reg.problems:
+        err.print(f"[yellow]plugin {prob.plugin}: {prob.error} (see 'emforge plugins doctor')[/]")
+    return 0
+
+
+def protocols_describe(args: Any) -> int:
+    from ..engine.describe import describe_lines
+
+    cls = _registry().load(args.protocol)
+    if args.json:
+        out.print_json(json.dumps(cls.params_schema()))
+        return 0
+    for line in describe_lines(cls):
+        out.print(line, markup=False)
+    return 0
+
+
+def plugins_list(args: Any) -> int:
+    reg = _registry()
+    for name, info in sorted(reg.plugins.items()):
+        ids = sorted(pid for pid, e in reg.protocols.items() if e.plugin == name)
+        out.print(f"{name} {info.version}  ({info.distribution})  {len(ids)} protocol(s): {', '.join(ids)}",
+                  markup=False)
+    for prob in reg.problems:
+        out.print(f"{prob.plugin}  BROKEN: {prob.error}", markup=False)
+    return 0
+
+
+def plugins_doctor(args: Any) -> int:
+    rows = _registry().doctor()
+    bad = 0
+    for row in rows:
+        mark = "ok " if row.ok else "ERR"
+        bad += not row.ok
+        out.print(f"{mark} {row.plugin:<12} {row.protocol:<28} {row.error}", markup=False)
+    out.print(f"{len(rows) - bad} ok, {bad} problem(s)")
+    return 1 if bad else 0
+
+
+def plugin_new(args: Any) -> int:
+    from ..scaffold import create_plugin
+
+    path = create_plugin(args.name, Path(args.dest))
+    out.print(f"created {path}\nnext: pip install -e {path} && emforge protocols list")
+    return 0
+
+
+# -- running -----------------------------------------------------------------------
+def _progress_runner(proj: Project, run_id: int, args: Any, *, resume: bool = True) -> str:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..engine import execute_run
+
+    with Progress(TextColumn("run {task.fields[run]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=err, transient=False,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("", total=1.0, run=run_id)
+
+        def on_progress(fraction: float, message: str, _status: dict[str, str]) -> None:
+            bar.update(task, completed=fraction, description=message)
+
+        status = execute_run(proj, run_id, resume=resume, workers=args.workers, executor=args.executor,
+                             address=args.scheduler, on_progress=on_progress)
+    return status
+
+
+def _finish_message(proj: Project, run_id: int, status: str) -> int:
+    from ..engine.runs import run_row
+
+    row = run_row(proj, run_id)
+    if status == "finished":
+        outs = proj.outputs(run_id)
+        names = ", ".join(f"{run_id}.{n}" for n in outs) or "none"
+        out.print(f"run {run_id} finished in {row['finished'] - row['started']:.2f} s; outputs: {names}")
+        if row["summary"]:
+            out.print(row["summary"], markup=False)
+        return 0
+    err.print(f"run {run_id} {status}: {row['error']}  (log: emforge runs log {run_id})", markup=False)
+    return 1
+
+
+def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
+    from ..engine.runs import run_row
+
+    workdir = Path(run_row(proj, run_id)["workdir"])
+    cmd = [sys.executable, "-m", "emforge.engine.launch", str(proj.path), str(run_id), "--mode", mode,
+           "--executor", args.executor]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.scheduler:
+        cmd += ["--scheduler", args.scheduler]
+    with open(workdir / "logs" / "stdout.log", "ab") as log:
+        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                         close_fds=True)
+    out.print(f"run {run_id} started in the background; follow it with: emforge runs show {run_id}")
+    return 0
+
+
+def run(args: Any) -> int:
+    from ..engine import create_run
+
+    proj = _open(args)
+    run_id = create_run(proj, args.protocol, _kv(args.param, "--param"), _kv(args.input, "--input"),
+                        label=args.label, registry=_registry())
+    if args.detach:
+        return _detach(proj, run_id, args)
+    return _finish_message(proj, run_id, _progress_runner(proj, run_id, args))
+
+
+def runs_list(args: Any) -> int:
+    from ..engine.listing import run_rows
+
+    table = Table("id", "protocol", "status", "progress", "duration", "outputs", "label", box=None)
+    for r in run_rows(_open(args)):
+        table.add_row(str(r["id"]), r["protocol_id"], r["shown_status"], f"{100 * (r['progress'] or 0):.0f}%",
+                      r["duration"], r["outputs"], r["label"])
+    out.print(table)
+    return 0
+
+
+def runs_show(args: Any) -> int:
+    from ..engine.listing import show_lines
+
+    for line in show_lines(_open(args), args.run):
+        out.print(line, markup=False)
+    return 0
+
+
+def runs_log(args: Any) -> int:
+    from ..engine.runs import run_row
+
+    path = Path(run_row(_open(args), args.run)["workdir"]) / "logs" / "run.log"
+    if not path.exists():
+        raise NotFoundError(f"run {args.run}: no log yet ({path})")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
+
+
+def runs_why(args: Any) -> int:
+    from ..engine.staleness import why
+
+    result = why(_open(args), args.run, registry=_registry())
+    for line in result.lines():
+        out.print(line, markup=False)
+    return 0
+
+
+def runs_edit(args: Any) -> int:
+    from ..engine.listing import edit_params
+
+    changed = edit_params(_open(args), args.run, _kv(args.param, "--param"), registry=_registry())
+    out.print(f"run {args.run}: params updated ({', '.join(changed) or 'no change'}); "
+              f"'emforge runs why {args.run}' tells what is stale")
+    return 0
+
+
+def runs_resume(args: Any) -> int:
+    from ..engine.listing import edit_params
+
+    proj = _open(args)
+    if args.param:
+        edit_params(proj, args.run, _kv(args.param, "--param"), registry=_registry())
+    if args.detach:
+        return _detach(proj, args.run, args)
+    return _finish_message(proj, args.run, _progress_runner(proj, args.run, args))
+
+
+def runs_restart(args: Any) -> int:
+    from ..engine import reset_run
+
+    proj = _open(args)
+    reset_run(proj, args.run)
+    if args.detach:
+        return _detach(proj, args.run, args, mode="restart")
+    return _finish_message(proj, args.run, _progress_runner(proj, args.run, args, resume=False))
+
+
+def runs_rerun(args: Any) -> int:
+    from ..engine.listing import rerun
+
+    proj = _open(args)
+    new_id = rerun(proj, args.run, registry=_registry())
+    out.print(f"run {new_id}: re-run of run {args.run}")
+    if args.detach:
+        return _detach(proj, new_id, args)
+    return _finish_message(proj, new_id, _progress_runner(proj, new_id, args))
+
+
+def runs_delete(args: Any) -> int:
+    from ..engine.listing import delete_runs
+
+    deleted = delete_runs(_open(args), args.run, cascade=args.cascade)
+    out.print(f"deleted run(s) {', '.join(map(str, deleted))}")
+    return 0
+
+
+def provenance(args: Any) -> int:
+    from ..engine.provenance import lineage, lineage_dot, lineage_lines, run_record
+
+    proj = _open(args)
+    if args.run is None and args.object is None:
+        raise ParamError("provenance", "give a run id or --object ID")
+    if args.json:
+        if args.run is None:
+            raise ParamError("--json", "needs a run id")
+        print(json.dumps(run_record(proj, args.run), indent=2))
+        return 0
+    tree = lineage(proj, run_id=args.run, object_id=args.object)
+    if args.dot:
+        sys.stdout.write(lineage_dot(tree))
+    else:
+        for line in lineage_lines(tree):
+            out.print(line, markup=False)
+    return 0
+
+
+# -- templates -----------------------------------------------------------------------
+def template_run(args: Any) -> int:
+    from ..engine.templates import apply_overrides, load_template, run_template
+
+    proj = _open(args)
+    tpl = apply_overrides(load_template(args.file), args.set)
+    t0 = time.perf_counter()
+
+    def event(node: str, what: str, run_id: int) -> None:
+        word = {"fresh": "skipped (fresh)"}.get(what, what)
+        out.print(f"  {node}: run {run_id} {word}")
+
+    runs = run_template(proj, tpl, registry=_registry(), workers=args.workers, executor=args.executor,
+                        on_event=event)
+    out.print(f"template done in {time.perf_counter() - t0:.1f} s: "
+              + ", ".join(f"{k}=run {v}" for k, v in runs.items()))
+    return 0
+
+
+def template_export(args: Any) -> int:
+    from ..engine.templates import export_template
+
+    tpl = export_template(_open(args), args.runs)
+    text = tpl.model_dump_json(indent=2) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        out.print(f"wrote {args.output}")
+    return 0
+
+
+def template_schema(args: Any) -> int:
+    from ..engine.templates import template_schema as schema
+
+    print(json.dumps(schema(), indent=2))
+    return 0
+
+
+# -- export ---------------------------------------------------------------------------
+def export(args: Any) -> int:
+    from ..engine.listing import export_object
+
+    path = export_object(_open(args), args.object, Path(args.output))
+    out.print(f"wrote {path}")
+    return 0
+
+
+def demo(args: Any) -> int:
+    from ..demo import run_demo
+
+    run_demo(Path(args.path), workers=args.workers, echo=out.print)
+    return 0
+
+

@@ -1,0 +1,118 @@
+"""The context object a step receives: paths, log, progress and output registration.
+
+It is a plain picklable dataclass, so it travels to a worker process (or a Dask worker)
+with the step's arguments. Registrations are collected in the context and handed back to
+the engine with the step's result; the engine writes them to the database in the same
+transaction that marks the step finished, so an output exists exactly when its step did.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..objects import DataObject
+
+__all__ = ["StepContext", "StepOutcome", "set_progress_sink"]
+
+_PROGRESS_SINK: Any = None
+
+
+def set_progress_sink(sink: Any) -> None:
+    """Where :meth:`StepContext.progress` sends updates in this process.
+
+    ``sink`` is a callable ``(run_id, step, fraction, message)`` or an object with ``put``
+    (a multiprocessing queue, set by the worker initializer); ``None`` drops them.
+    """
+    global _PROGRESS_SINK
+    _PROGRESS_SINK = sink
+
+
+@dataclass
+class StepContext:
+    """Engine services for one step of one run."""
+
+    run_id: int
+    step: str
+    workdir: Path
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def extra(self) -> Path:
+        """Folder for the run's result files."""
+        return self.workdir / "extra"
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch folder, emptied when the run finishes."""
+        return self.workdir / "tmp"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def path(self, name: str) -> Path:
+        """A path in ``extra/`` for an output file."""
+        return self.extra / name
+
+    def log(self, message: str) -> None:
+        """Append one line to the run's log file."""
+        stamp = time.strftime("%H:%M:%S")
+        with open(self.logs / "run.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} [{self.step}] {message}\n")
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress of this step, ``fraction`` in [0, 1]."""
+        sink = _PROGRESS_SINK
+        item = (self.run_id, self.step, float(min(max(fraction, 0.0), 1.0)), message)
+        if sink is None:
+            return
+        if hasattr(sink, "put"):
+            sink.put(item)
+        else:
+            sink(*item)
+
+    # -- outputs ------------------------------------------------------------
+    def output(self, name: str, obj: DataObject, *, label: str = "") -> None:
+        """Register a single typed object (Volume, VolumeMask, FSC, ...) as output ``name``."""
+        if not isinstance(obj, DataObject):
+            raise TypeError(f"output {name!r}: expected a typed emforge object, got {type(obj).__name__}")
+        self.registrations.append({"type": "object", "name": name, "object": obj, "label": label})
+
+    def output_set(self, name: str, kind: str, columns: dict[str, Any], *, attrs: dict[str, Any] | None = None,
+                   label: str = "") -> None:
+        """Register a new set built from column arrays."""
+        cols = {k: np.asarray(v) for k, v in columns.items()}
+        self.registrations.append({"type": "set", "name": name, "kind": kind, "columns": cols,
+                                   "attrs": dict(attrs or {}), "label": label})
+
+    def output_set_copy(self, name: str, source_id: int, changes: dict[str, Any] | None = None, *,
+                        attrs: dict[str, Any] | None = None, label: str = "") -> None:
+        """Register a copy of set ``source_id`` with some columns replaced (metadata kept)."""
+        cols = {k: np.asarray(v) for k, v in (changes or {}).items()}
+        self.registrations.append({"type": "set_copy", "name": name, "source_id": int(source_id),
+                                   "changes": cols, "attrs": dict(attrs or {}), "label": label})
+
+
+@dataclass
+class StepOutcome:
+    """What a step hands back to the engine: its result dict and its registrations."""
+
+    result: dict[str, Any]
+    registrations: list[dict[str, Any]]
+    seconds: float
+
+
+def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
+    """Run one step function (in whatever process) and package its outcome."""
+    t0 = time.perf_counter()
+    result = fn(ctx, **args)
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        raise TypeError(f"step {ctx.step!r} returned {type(result).__name__}; a step returns a dict or None")
+    return StepOutcome(result=result, registrations=ctx.registrations, seconds=time.perf_counter() - t0)

@@ -1,0 +1,161 @@
+"""Executors: where step functions run.
+
+The engine only needs ``submit(fn, ctx, args) -> handle`` (``handle.done()``,
+``handle.result()``), ``drain_progress()`` and ``shutdown(terminate=...)``. Three
+implementations:
+
+* :class:`InlineExecutor` — in the engine's own process, one step at a time (no start-up cost:
+  the default for runs whose steps cannot overlap).
+* :class:`ProcessExecutor` — a pool of local worker processes (``fork``), the default for
+  runs with independent steps. Progress comes back through a queue.
+* :class:`DaskExecutor` — a Dask ``distributed`` cluster (a scheduler address, or a local
+  cluster); ``distributed`` is imported only when this executor is created.
+
+Payloads are plain and picklable and workers never open the project database.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as _queue
+import signal
+from typing import Any
+
+from .context import StepContext, call_step, set_progress_sink
+
+__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "DaskExecutor", "make_executor"]
+
+
+class _Done:
+    """Handle of an inline call: already finished."""
+
+    def __init__(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> None:
+        try:
+            self._value, self._error = call_step(fn, ctx, args), None
+        except BaseException as exc:  # re-raised by result()
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            self._value, self._error = None, exc
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Executor:
+    """Interface of step executors."""
+
+    parallel = False
+    workers = 1
+
+    def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def drain_progress(self) -> list[tuple[int, str, float, str]]:
+        return []
+
+    def shutdown(self, *, terminate: bool = False) -> None:
+        return None
+
+
+class InlineExecutor(Executor):
+    """Run steps in the engine's process, sequentially."""
+
+    def __init__(self, progress_sink: Any = None) -> None:
+        set_progress_sink(progress_sink)
+
+    def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
+        return _Done(fn, ctx, args)
+
+
+def _init_worker(q: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides about Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    set_progress_sink(q)
+
+
+class ProcessExecutor(Executor):
+    """A pool of local worker processes."""
+
+    parallel = True
+
+    def __init__(self, workers: int) -> None:
+        ctx = mp.get_context("fork")
+        self.workers = max(1, int(workers))
+        self._queue = ctx.Queue()
+        self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self._queue,))
+
+    def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
+        handle = self._pool.apply_async(call_step, (fn, ctx, args))
+        handle.done = handle.ready  # type: ignore[attr-defined]
+        handle.result = handle.get  # type: ignore[attr-defined]
+        return handle
+
+    def drain_progress(self) -> list[tuple[int, str, float, str]]:
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except _queue.Empty:
+                return items
+
+    def shutdown(self, *, terminate: bool = False) -> None:
+        if terminate:
+            self._pool.terminate()
+        else:
+            self._pool.close()
+        self._pool.join()
+        self._queue.close()
+
+
+class DaskExecutor(Executor):
+    """Steps on a Dask distributed cluster: ``address`` of a scheduler, or a local cluster."""
+
+    parallel = True
+
+    def __init__(self, address: str | None = None, *, workers: int = 2) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            from ..errors import ParamError
+
+            raise ParamError("executor", f"dask needs the 'distributed' package ({exc}); pip install 'emforge[dask]'") from None
+        self._own_cluster = None
+        if address:
+            self._client = Client(address)
+        else:
+            self._own_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+            self._client = Client(self._own_cluster)
+        self.workers = len(self._client.scheduler_info().get("workers", {})) or workers
+        self._futures: list[Any] = []
+
+    def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
+        fut = self._client.submit(call_step, fn, ctx, args, pure=False)
+        self._futures.append(fut)
+        return fut
+
+    def shutdown(self, *, terminate: bool = False) -> None:
+        if terminate:
+            for fut in self._futures:
+                fut.cancel()
+        self._client.close()
+        if self._own_cluster is not None:
+            self._own_cluster.close()
+
+
+def make_executor(kind: str, *, workers: int, address: str | None = None, progress_sink: Any = None) -> Executor:
+    """An executor by name: ``inline``, ``local`` (processes) or ``dask``."""
+    if kind == "inline" or (kind == "local" and workers <= 1):
+        return InlineExecutor(progress_sink)
+    if kind == "local":
+        return ProcessExecutor(workers)
+    if kind == "dask":
+        return DaskExecutor(address, workers=workers)
+    from ..errors import ParamError
+
+    raise ParamError("executor", f"unknown executor {kind!r}; use local, inline or dask")

@@ -1,0 +1,121 @@
+"""``runs why``: is a run FRESH, STALE or MISSING, and why.
+
+Causes, each with a sentence:
+
+* ``PARAMS``   — the run's params were edited since its steps ran (names the params and the
+  steps that use them);
+* ``CODE``     — the protocol's version now differs from the one that ran;
+* ``INPUT``    — an external file the run read (an import's source) changed on disk, or an
+  input object's files no longer match the data version recorded for them;
+* ``UPSTREAM`` — an input produced by another run changed since this run used it, or that
+  run is itself stale;
+* ``MISSING``  — the run has not finished, or an output (object or file) is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import db
+from ..objects import OBJECT_TYPES
+from ..project import Project
+from .execute import effective_status, external_versions
+from .keys import params_dict, step_keys, toposort
+from .runs import load_run
+
+__all__ = ["Cause", "Staleness", "why"]
+
+
+@dataclass(frozen=True)
+class Cause:
+    kind: str  # PARAMS, CODE, INPUT, UPSTREAM, MISSING
+    sentence: str
+
+
+@dataclass
+class Staleness:
+    run_id: int
+    state: str  # FRESH, STALE, MISSING
+    causes: list[Cause] = field(default_factory=list)
+    stale_steps: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        head = f"run {self.run_id}: {self.state}"
+        if self.stale_steps:
+            head += f" (steps to redo: {', '.join(self.stale_steps)})"
+        return [head] + [f"  {c.kind}: {c.sentence}" for c in self.causes]
+
+
+def _changed_params(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def why(project: Project, run_id: int, *, registry: Any = None, _seen: set[int] | None = None) -> Staleness:
+    """Explain whether a run's outputs are up to date with its params, code and inputs."""
+    seen = set() if _seen is None else _seen
+    seen.add(run_id)
+    loaded = load_run(project, run_id, registry=registry)
+    row, cls = loaded.row, loaded.info.cls
+    causes: list[Cause] = []
+    status = effective_status(row)
+    if status != "finished":
+        causes.append(Cause("MISSING", f"the run is {status}, not finished; 'emforge runs resume {run_id}' completes it"))
+        return Staleness(run_id, "MISSING", causes)
+    with db.read(project.engine) as conn:
+        step_rows = {r["name"]: dict(r) for r in conn.execute(
+            select(db.steps).where(db.steps.c.run_id == run_id)).mappings()}
+        outputs = [dict(r) for r in conn.execute(select(db.objects).where(db.objects.c.run_id == run_id)).mappings()]
+    missing = []
+    for out in outputs:
+        if out["kind"] in OBJECT_TYPES:
+            obj = OBJECT_TYPES[out["kind"]].from_attrs(json.loads(out["attrs_json"]))
+            if Project._object_version(obj) != out["data_version"]:
+                missing.append(f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified")
+    declared = [n for n, o in cls.outputs.items() if not o.optional]
+    have = {o["name"] for o in outputs}
+    missing += [f"output '{n}' was never registered" for n in declared if n not in have]
+    for m in missing:
+        causes.append(Cause("MISSING", m))
+
+    params = params_dict(loaded.instance.params)
+    executed = json.loads(row["executed_params_json"] or row["params_json"])
+    steps = toposort(loaded.instance.steps())
+    external = external_versions(loaded.instance)
+    keys = step_keys(cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps)
+    stale_steps = [s.name for s in steps if step_rows.get(s.name, {}).get("key") != keys[s.name]]
+
+    changed = _changed_params(executed, params)
+    if changed:
+        users = [s.name for s in steps if s.uses is None or set(s.uses) & set(changed)]
+        causes.append(Cause("PARAMS", f"param(s) {', '.join(changed)} changed since the run; steps using them: "
+                                      f"{', '.join(users)}"))
+    if str(cls.version) != row["protocol_version"]:
+        causes.append(Cause("CODE", f"protocol {cls.id} is now version {cls.version}; this run ran version "
+                                    f"{row['protocol_version']}"))
+    recorded_external = json.loads(row["external_json"] or "{}")
+    for key, version in external.items():
+        if recorded_external.get(key) != version:
+            causes.append(Cause("INPUT", f"source file {key[5:]} changed on disk since the run read it"))
+    for name, inrow in loaded.input_rows.items():
+        recorded = loaded.recorded_versions.get(name)
+        producer = inrow["run_id"]
+        if inrow["data_version"] != recorded:
+            where = f"run {producer}.{inrow['name']}" if producer else f"object {inrow['id']}"
+            causes.append(Cause("UPSTREAM", f"input '{name}' ({where}) changed since this run used it"))
+            continue
+        if inrow["kind"] in OBJECT_TYPES:
+            obj = OBJECT_TYPES[inrow["kind"]].from_attrs(json.loads(inrow["attrs_json"]))
+            if Project._object_version(obj) != inrow["data_version"]:
+                causes.append(Cause("INPUT", f"input '{name}' files ({', '.join(obj.files())}) were modified on disk"))
+                continue
+        if producer and producer not in seen:
+            up = why(project, producer, registry=registry, _seen=seen)
+            if up.state != "FRESH":
+                causes.append(Cause("UPSTREAM", f"input '{name}' comes from run {producer}, which is {up.state}: "
+                                                f"{'; '.join(c.kind for c in up.causes)}"))
+    state = "MISSING" if missing else ("STALE" if causes or stale_steps else "FRESH")
+    return Staleness(run_id, state, causes, stale_steps)

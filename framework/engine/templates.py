@@ -1,0 +1,229 @@
+"""Workflow templates: JSON files chaining protocol runs.
+
+::
+
+    {"format": "emforge-template", "version": 1, "description": "...",
+     "nodes": [
+       {"id": "map", "protocol": "import.volume", "params": {"path": "emd_3488.mrc"}},
+       {"id": "mask", "protocol": "automask.auto3d", "inputs": {"volume": "map.volume"}}
+     ]}
+
+An input is ``"<node>.<output>"`` (another node's output) or an object id of the project.
+Nodes run in dependency order; a node whose protocol, version, params and inputs match a
+finished run that is still FRESH is skipped and that run's outputs are used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from .. import db
+from ..errors import InputFileError, ParamError, ValidationError
+from ..project import Project
+from .execute import execute_run
+from .keys import canonical_json, params_dict
+from .runs import create_run, parse_params, protocol_info
+from .staleness import why
+
+__all__ = ["Template", "TemplateNode", "load_template", "run_template", "export_template", "template_schema"]
+
+
+class TemplateNode(BaseModel):
+    """One protocol run of a workflow."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="Node name, unique in the template; other nodes refer to '<id>.<output>'",
+                    pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    protocol: str = Field(description="Protocol id, '<plugin>.<name>'")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameter values (defaults fill the rest)")
+    inputs: dict[str, str | int | list[str | int]] = Field(
+        default_factory=dict, description="Input name -> '<node>.<output>' or an object id (a list for multiple)")
+    label: str = Field("", description="Label given to the run")
+
+
+class Template(BaseModel):
+    """A workflow: nodes naming protocols, params and inputs wired to other nodes' outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["emforge-template"] = Field("emforge-template", description="File type marker")
+    version: Literal[1] = Field(1, description="Template format version")
+    description: str = Field("", description="What the workflow does")
+    nodes: list[TemplateNode] = Field(description="The runs, in any order")
+
+
+def template_schema() -> dict[str, Any]:
+    """JSON schema of template files (for editors and validation)."""
+    return Template.model_json_schema()
+
+
+def load_template(path: str | Path) -> Template:
+    """Read and validate a template file; one clear line on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(p, "no such template file")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputFileError(p, f"not valid JSON ({exc})") from None
+    try:
+        tpl = Template.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise InputFileError(p, f"invalid template at {where}: {err['msg']}") from None
+    _order(tpl)
+    return tpl
+
+
+def _refs(node: TemplateNode) -> list[str]:
+    out = []
+    for value in node.inputs.values():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.isdigit():
+                out.append(v.split(".", 1)[0])
+    return out
+
+
+def _order(tpl: Template) -> list[TemplateNode]:
+    nodes = {}
+    for n in tpl.nodes:
+        if n.id in nodes:
+            raise ParamError("nodes", f"two nodes are named {n.id!r}")
+        nodes[n.id] = n
+    for n in tpl.nodes:
+        for r in _refs(n):
+            if r not in nodes:
+                raise ParamError(f"{n.id}.inputs", f"refers to unknown node {r!r}")
+    order: list[TemplateNode] = []
+    state: dict[str, int] = {}
+
+    def visit(n: TemplateNode) -> None:
+        if state.get(n.id) == 2:
+            return
+        if state.get(n.id) == 1:
+            raise ParamError("nodes", f"dependency cycle through node {n.id!r}")
+        state[n.id] = 1
+        for r in _refs(n):
+            visit(nodes[r])
+        state[n.id] = 2
+        order.append(n)
+
+    for n in tpl.nodes:
+        visit(n)
+    return order
+
+
+def apply_overrides(tpl: Template, settings: list[str]) -> Template:
+    """Apply ``node.param=value`` settings (values parsed as JSON when they are JSON)."""
+    nodes = {n.id: n.model_copy(deep=True) for n in tpl.nodes}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        node, dot, name = key.partition(".")
+        if not sep or not dot or node not in nodes:
+            raise ParamError("--set", f"{item!r}: expected <node>.<param>=<value> with a node of the template")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        nodes[node].params[name] = parsed
+    return tpl.model_copy(update={"nodes": [nodes[n.id] for n in tpl.nodes]})
+
+
+def _resolve(value: Any, runs: dict[str, int]) -> Any:
+    if isinstance(value, list):
+        return [_resolve(v, runs) for v in value]
+    if isinstance(value, str) and not value.isdigit():
+        node, _, output = value.partition(".")
+        return f"{runs[node]}.{output}"
+    return value
+
+
+def _fresh_match(project: Project, node: TemplateNode, inputs: dict[str, Any], registry: Any) -> int | None:
+    info = protocol_info(node.protocol, registry)
+    parsed, problems = parse_params(info.cls, node.params)
+    if problems or parsed is None:
+        return None
+    wanted_params = canonical_json(params_dict(parsed))
+    wanted_inputs = canonical_json(inputs)
+    with db.read(project.engine) as conn:
+        candidates = conn.execute(select(db.runs.c.id).where(
+            (db.runs.c.protocol_id == info.cls.id) & (db.runs.c.status == "finished")
+            & (db.runs.c.params_json == wanted_params) & (db.runs.c.inputs_json == wanted_inputs)
+        ).order_by(db.runs.c.id.desc())).scalars().all()
+    for rid in candidates:
+        if why(project, rid, registry=registry).state == "FRESH":
+            return rid
+    return None
+
+
+def run_template(project: Project, tpl: Template, *, registry: Any = None, workers: int | None = None,
+                 executor: str = "local", on_event: Callable[[str, str, int], None] | None = None
+                 ) -> dict[str, int]:
+    """Run every node in dependency order; returns node id -> run id (reused or new)."""
+    runs: dict[str, int] = {}
+    for node in _order(tpl):
+        inputs = {k: _resolve(v, runs) for k, v in node.inputs.items()}
+        found = _fresh_match(project, node, inputs, registry)
+        if found is not None:
+            runs[node.id] = found
+            if on_event:
+                on_event(node.id, "fresh", found)
+            continue
+        try:
+            rid = create_run(project, node.protocol, node.params, inputs, label=node.label or node.id,
+                             registry=registry)
+        except ValidationError as exc:
+            raise ValidationError([f"node {node.id}: {p}" for p in exc.problems]) from None
+        if on_event:
+            on_event(node.id, "started", rid)
+        status = execute_run(project, rid, registry=registry, workers=workers, executor=executor)
+        runs[node.id] = rid
+        if on_event:
+            on_event(node.id, status, rid)
+        if status != "finished":
+            from ..errors import EmforgeError
+
+            raise EmforgeError(f"node {node.id}: run {rid} {status}; see 'emforge runs log {rid}'")
+    return runs
+
+
+def export_template(project: Project, run_ids: list[int], *, description: str = "") -> Template:
+    """A template reproducing these runs; inputs from runs outside the list stay object ids."""
+    names: dict[int, str] = {}
+    nodes = []
+    with db.read(project.engine) as conn:
+        for rid in sorted(run_ids):
+            row = conn.execute(select(db.runs).where(db.runs.c.id == rid)).mappings().first()
+            if row is None:
+                raise ParamError("runs", f"run {rid} does not exist")
+            names[rid] = f"{row['protocol_id'].split('.')[-1]}_{rid}"
+            refs = json.loads(row["inputs_json"] or "{}")
+            inputs: dict[str, Any] = {}
+            for name, ref in refs.items():
+                inputs[name] = _export_ref(conn, ref, names)
+            nodes.append(TemplateNode(id=names[rid], protocol=row["protocol_id"], params=json.loads(row["params_json"]),
+                                      inputs=inputs, label=row["label"]))
+    return Template(description=description, nodes=nodes)
+
+
+def _export_ref(conn: Any, ref: Any, names: dict[int, str]) -> Any:
+    if isinstance(ref, list):
+        return [_export_ref(conn, r, names) for r in ref]
+    if isinstance(ref, str) and "." in ref and ref.split(".", 1)[0].isdigit():
+        run, out = ref.split(".", 1)
+        if int(run) in names:
+            return f"{names[int(run)]}.{out}"
+        oid = conn.execute(select(db.objects.c.id).where((db.objects.c.run_id == int(run)) & (db.objects.c.name == out))).scalar()
+        return int(oid) if oid is not None else ref
+    oid = int(ref)
+    row = conn.execute(select(db.objects.c.run_id, db.objects.c.name).where(db.objects.c.id == oid)).first()
+    if row is not None and row.run_id in names:
+        return f"{names[row.run_id]}.{row.name}"
+    return oid

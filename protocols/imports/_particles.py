@@ -1,0 +1,233 @@
+"""Import protocols for particle stacks, tomograms and 3D coordinates."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emforge.engine import Output, Protocol, ProtocolParams, Step, StepContext, param
+from emforge.errors import EmforgeError, InputFileError, ParamError
+
+from ._protocols import _PX_HELP, _check_path, _header_problems, _paths, import_many_step
+
+__all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
+
+
+def _particle_columns(stack: str, star: str, pixel_size: float) -> dict[str, np.ndarray]:
+    from emforge.io import read_info, read_particles_star
+
+    if star:
+        cols, _info = read_particles_star(star, pixel_size=pixel_size if pixel_size > 0 else None)
+        if stack:  # the stack given explicitly replaces the paths written in the STAR file
+            cols["image_path"] = np.full(len(cols["image_index"]), os.path.abspath(stack), dtype=object)
+        return cols
+    info = read_info(stack)
+    px = pixel_size if pixel_size > 0 else info.pixel_size
+    if px <= 0:
+        raise ParamError("pixel_size", f"{stack}: the header says pixel size 0; set pixel_size")
+    n = info.shape[0]
+    return {"image_path": np.full(n, os.path.abspath(stack), dtype=object),
+            "image_index": np.arange(n, dtype=np.int64), "pixel_size": np.full(n, px)}
+
+
+def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
+    """Every referenced stack exists and holds the referenced index; returns the box (y, x)."""
+    from emforge.io import read_info
+
+    box = None
+    for path in np.unique(cols["image_path"].astype(str)):
+        if not os.path.isfile(path):
+            raise InputFileError(path, "particle stack referenced by the STAR file does not exist")
+        info = read_info(path)
+        top = int(cols["image_index"][cols["image_path"] == path].max())
+        if top >= info.shape[0]:
+            raise InputFileError(path, f"holds {info.shape[0]} images but image {top + 1} is referenced")
+        this = tuple(info.shape[1:])
+        if box is not None and this != box:
+            raise InputFileError(path, f"images are {this[1]}x{this[0]} px, other stacks {box[1]}x{box[0]}")
+        box = this
+    assert box is not None
+    return box  # type: ignore[return-value]
+
+
+def import_particles_step(ctx: StepContext, *, stack: str, star: str, pixel_size: float) -> dict:
+    cols = _particle_columns(stack, star, pixel_size)
+    box = _check_images(cols)
+    ctx.output_set("particles", "SetOfParticles", cols,
+                   attrs={"box": list(box), "pixel_size": float(np.median(cols["pixel_size"])),
+                          "source": star or stack})
+    return {"count": int(len(cols["image_index"])), "box": list(box)}
+
+
+class ImportParticles(Protocol):
+    id = "import.particles"
+    version = "1"
+    label = "Import particles"
+    help = "Import a particle stack (MRC), optionally with a RELION STAR file carrying poses, CTF and coordinates."
+
+    class Params(ProtocolParams):
+        stack: str = param("", "Particle stack (.mrcs/.mrc); optional when the STAR file names the images",
+                           section="Input")
+        star: str = param("", "RELION STAR file with the particles' metadata (optional)", section="Input")
+        pixel_size: float = param(-1.0, "Pixel size; -1: from the STAR file, else the stack header", unit="Å",
+                                  section="Input")
+
+    outputs = {"particles": Output("SetOfParticles", "the particles with their metadata")}
+
+    def external_files(self) -> list[str]:
+        return [p for p in (self.params.stack, self.params.star) if p and os.path.isfile(p)]
+
+    def validate(self) -> list[str]:
+        p = self.params
+        problems: list[str] = []
+        if not p.stack and not p.star:
+            problems.append("param 'stack': give a particle stack, a STAR file, or both")
+            return problems
+        if p.stack:
+            _check_path("stack", p.stack, problems)
+        if p.star:
+            _check_path("star", p.star, problems)
+        if problems:
+            return problems
+        try:
+            _check_images(_particle_columns(p.stack, p.star, p.pixel_size))
+        except EmforgeError as exc:
+            problems.append(str(exc))
+        return problems
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        return [Step("import", import_particles_step, outputs=["particles"],
+                     args=dict(stack=os.path.abspath(p.stack) if p.stack else "",
+                               star=os.path.abspath(p.star) if p.star else "", pixel_size=p.pixel_size))]
+
+    def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        r = results.get("import", {})
+        return f"{r.get('count')} particles, box {r.get('box')}"
+
+
+class ImportTomograms(Protocol):
+    id = "import.tomograms"
+    version = "1"
+    label = "Import tomograms"
+    help = "Import tomograms (MRC, TIFF or EM; a glob pattern for several) as a SetOfTomograms."
+
+    class Params(ProtocolParams):
+        path: str = param("", "Tomogram file or glob pattern", section="Input")
+        pixel_size: float = param(-1.0, _PX_HELP + "; TIFF files have none", unit="Å", section="Input")
+
+    outputs = {"tomograms": Output("SetOfTomograms", "the imported tomograms")}
+
+    def external_files(self) -> list[str]:
+        return _paths(self.params.path)
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        for f in _check_path("path", self.params.path, problems, many=True):
+            _header_problems(f, self.params.pixel_size, problems)
+        return problems
+
+    def steps(self) -> list[Step]:
+        return [Step("import", import_many_step, outputs=["tomograms"],
+                     args=dict(paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Tomogram"))]
+
+
+def _read_text_coords(path: str) -> dict[str, np.ndarray]:
+    try:
+        data = np.loadtxt(path, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise InputFileError(path, f"not a table of numbers ({exc})") from None
+    if data.shape[1] < 3:
+        raise InputFileError(path, f"needs at least 3 columns (x y z), found {data.shape[1]}")
+    return {"x": data[:, 0], "y": data[:, 1], "z": data[:, 2]}
+
+
+def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
+    """EMAN2 ``info/<tomogram>_info.json``: ``boxes_3d`` [x, y, z, source, score, class] + ``class_list``."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputFileError(path, f"not valid JSON ({exc})") from None
+    boxes = info.get("boxes_3d")
+    if not isinstance(boxes, list):
+        raise InputFileError(path, "has no 'boxes_3d' list (not an EMAN2 tomogram info file)")
+    classes = {int(k): v.get("name", str(k)) for k, v in (info.get("class_list") or {}).items()}
+    x, y, z, tags, scores = [], [], [], [], []
+    for box in boxes:
+        x.append(float(box[0]))
+        y.append(float(box[1]))
+        z.append(float(box[2]))
+        scores.append(float(box[4]) if len(box) > 4 and isinstance(box[4], int | float) else float("nan"))
+        cls = int(box[5]) if len(box) > 5 else 0
+        tags.append(classes.get(cls, str(cls)))
+    return {"x": np.array(x), "y": np.array(y), "z": np.array(z), "tag": np.array(tags, dtype=object),
+            "score": np.array(scores)}
+
+
+def import_coords_step(ctx: StepContext, *, path: str, tomogram: str, pixel_size: float, fmt: str) -> dict:
+    from emforge.io import read_coordinates3d_star
+
+    if fmt == "star":
+        cols = read_coordinates3d_star(path, pixel_size=pixel_size if pixel_size > 0 else None)
+    elif fmt == "eman2":
+        cols = _read_eman2_info(path)
+    else:
+        cols = _read_text_coords(path)
+    n = len(cols["x"])
+    if tomogram or "tomogram" not in cols:
+        name = tomogram or (Path(path).stem.removesuffix("_info"))
+        cols["tomogram"] = np.full(n, name, dtype=object)
+    if pixel_size > 0 or "pixel_size" not in cols:
+        cols["pixel_size"] = np.full(n, pixel_size if pixel_size > 0 else np.nan)
+    ctx.output_set("coordinates", "SetOfCoordinates3D", cols, attrs={"source": path})
+    tomos = sorted(set(cols["tomogram"].tolist()))
+    return {"count": n, "tomograms": tomos}
+
+
+class ImportCoordinates3D(Protocol):
+    id = "import.coordinates3d"
+    version = "1"
+    label = "Import 3D coordinates"
+    help = "Import 3D particle coordinates from a RELION/Warp STAR file, a plain text x y z table or EMAN2 info JSON."
+
+    class Params(ProtocolParams):
+        path: str = param("", "Coordinates file (.star, .txt/.coords, or EMAN2 info/*_info.json)", section="Input")
+        format: str = param("auto", "File format; auto guesses from the extension", section="Input",
+                            choices=("auto", "star", "text", "eman2"))
+        tomogram: str = param("", "Tomogram name for every coordinate (default: from the file, or the file name)",
+                              section="Input")
+        pixel_size: float = param(-1.0, "Pixel size the coordinates refer to; -1: from the file if it says",
+                                  unit="Å", section="Input")
+
+    outputs = {"coordinates": Output("SetOfCoordinates3D", "the coordinates")}
+
+    def _format(self) -> str:
+        f = self.params.format
+        if f != "auto":
+            return f
+        ext = Path(self.params.path).suffix.lower()
+        return {".star": "star", ".json": "eman2"}.get(ext, "text")
+
+    def external_files(self) -> list[str]:
+        return _paths(self.params.path)[:1]
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        if self.params.format not in ("auto", "star", "text", "eman2"):
+            problems.append(f"param 'format': {self.params.format!r} is not one of auto, star, text, eman2")
+        _check_path("path", self.params.path, problems)
+        return problems
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        return [Step("import", import_coords_step, outputs=["coordinates"],
+                     args=dict(path=_paths(p.path)[0], tomogram=p.tomogram, pixel_size=p.pixel_size,
+                               fmt=self._format()))]
+
+    def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        r = results.get("import", {})
+        return f"{r.get('count')} coordinates in {len(r.get('tomograms', []))} tomogram(s)"

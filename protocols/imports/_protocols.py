@@ -1,0 +1,220 @@
+"""Import protocols: bring maps, masks, particles, tomograms and 3D coordinates into a project.
+
+Maps, masks and tomograms are rewritten into the run's ``extra/`` folder as plain float32 MRC
+files in (z, y, x) order with the pixel size and origin in the header, whatever the source
+format (MRC with any axis order, TIFF, EM): every later protocol then reads one simple kind of
+file. Particle stacks are referenced where they are (they can be large); their metadata goes
+into the project database as a SetOfParticles.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emforge.engine import Output, Protocol, ProtocolParams, Step, StepContext, param
+from emforge.errors import ParamError
+from emforge.objects import Volume, VolumeMask
+
+__all__ = ["ImportVolume", "ImportVolumes", "ImportMask"]
+
+_PX_HELP = "Pixel size; -1 takes it from the file header (required when the header says 0)"
+
+
+def _paths(pattern: str) -> list[str]:
+    matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    return [os.path.abspath(m) for m in matches]
+
+
+def _check_path(name: str, pattern: str, problems: list[str], *, many: bool = False) -> list[str]:
+    if not pattern:
+        problems.append(f"param '{name}': give a file" + (" or a glob pattern" if many else ""))
+        return []
+    found = _paths(pattern)
+    if not found:
+        problems.append(f"param '{name}': {pattern}: no such file")
+    elif len(found) > 1 and not many:
+        problems.append(f"param '{name}': {pattern} matches {len(found)} files; give one file")
+    return found
+
+
+def _load(path: str, pixel_size: float) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+    """Read any supported image file; checks the pixel size is known and positive."""
+    from emforge.io import read_image_file
+
+    data, voxel, origin = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
+    if voxel is None or min(voxel) <= 0:
+        raise ParamError("pixel_size", f"{path}: the file gives no pixel size (0 in the header); set pixel_size")
+    return data, voxel, origin
+
+
+def _header_problems(path: str, pixel_size: float, problems: list[str], *, ndim: int = 3) -> tuple | None:
+    """Validate a map file without reading its data (header and size checks)."""
+    from emforge.errors import EmforgeError
+    from emforge.io import read_image_file, read_info
+
+    try:
+        if Path(path).suffix.lower() in (".mrc", ".map", ".mrcs", ".rec", ".st", ".ali"):
+            info = read_info(path)
+            if pixel_size <= 0 and min(info.voxel_size) <= 0:
+                problems.append(f"param 'pixel_size': {path}: the header says pixel size 0; set pixel_size")
+            return info.shape
+        data, voxel, _ = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
+        if voxel is None:
+            problems.append(f"param 'pixel_size': {path}: the file gives no pixel size; set pixel_size")
+        return data.shape
+    except EmforgeError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _write_map(ctx: StepContext, name: str, data: np.ndarray, voxel: tuple, origin: tuple) -> str:
+    from emforge.io import write_volume
+
+    target = ctx.path(name)
+    write_volume(target, data.astype(np.float32, copy=False), voxel_size=voxel, origin=origin)
+    return str(target)
+
+
+def import_volume_step(ctx: StepContext, *, path: str, pixel_size: float, half1: str, half2: str) -> dict:
+    data, voxel, origin = _load(path, pixel_size)
+    out = _write_map(ctx, "volume.mrc", data, voxel, origin)
+    halves = []
+    for i, h in enumerate((half1, half2), start=1):
+        if h:
+            hd, hv, ho = _load(h, pixel_size if pixel_size > 0 else voxel[2])
+            if hd.shape != data.shape:
+                raise ParamError(f"half{i}", f"{h}: shape {hd.shape} differs from the map's {data.shape}")
+            halves.append(_write_map(ctx, f"half{i}.mrc", hd, hv, ho))
+    vol = Volume(out, float(voxel[2]), tuple(data.shape), tuple(map(float, origin)),
+                 half1=halves[0] if halves else None, half2=halves[1] if len(halves) > 1 else None,
+                 voxel_size=tuple(map(float, voxel)))
+    ctx.output("volume", vol, label=Path(path).name)
+    return {"shape": list(data.shape), "pixel_size": voxel[2], "min": float(data.min()), "max": float(data.max())}
+
+
+class _VolumeParams(ProtocolParams):
+    path: str = param("", "Map file (MRC/CCP4, TIFF or EM)", section="Input")
+    pixel_size: float = param(-1.0, _PX_HELP, unit="Å", section="Input")
+
+
+class ImportVolume(Protocol):
+    id = "import.volume"
+    version = "1"
+    label = "Import a map"
+    help = "Import one 3D map (optionally with its two half maps) as a Volume."
+
+    class Params(_VolumeParams):
+        half1: str = param("", "First half map (optional)", section="Half maps")
+        half2: str = param("", "Second half map (optional)", section="Half maps")
+
+    outputs = {"volume": Output("Volume", "the imported map (float32 MRC in the project)")}
+
+    def external_files(self) -> list[str]:
+        return [p for p in (self.params.path, self.params.half1, self.params.half2) if p and os.path.isfile(p)]
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        p = self.params
+        found = _check_path("path", p.path, problems)
+        shape = _header_problems(found[0], p.pixel_size, problems) if found else None
+        if bool(p.half1) != bool(p.half2):
+            problems.append("param 'half1'/'half2': give both half maps or neither")
+        for name in ("half1", "half2"):
+            value = getattr(p, name)
+            if value:
+                hfound = _check_path(name, value, problems)
+                hshape = _header_problems(hfound[0], p.pixel_size, problems) if hfound else None
+                if shape and hshape and tuple(hshape) != tuple(shape):
+                    problems.append(f"param '{name}': {value}: shape {tuple(hshape)} differs from the map's {tuple(shape)}")
+        if shape is not None and len(shape) == 3 and shape[0] == 1:
+            problems.append(f"param 'path': {p.path}: is a 2D image, not a 3D map")
+        return problems
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        return [Step("import", import_volume_step, outputs=["volume"],
+                     args=dict(path=_paths(p.path)[0], pixel_size=p.pixel_size,
+                               half1=_paths(p.half1)[0] if p.half1 else "", half2=_paths(p.half2)[0] if p.half2 else ""))]
+
+    def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        v = outputs["volume"]
+        return f"map {v.shape[2]}x{v.shape[1]}x{v.shape[0]} at {v.pixel_size:.4g} Å/px" + (
+            " with half maps" if v.has_halves else "")
+
+
+def import_many_step(ctx: StepContext, *, paths: list[str], pixel_size: float, kind: str) -> dict:
+    cols: dict[str, list] = {"image_path": [], "pixel_size": []}
+    for i, path in enumerate(paths):
+        data, voxel, origin = _load(path, pixel_size)
+        cols["image_path"].append(_write_map(ctx, f"{kind.lower()}_{i + 1:04d}.mrc", data, voxel, origin))
+        cols["pixel_size"].append(voxel[2])
+        ctx.progress((i + 1) / len(paths), Path(path).name)
+    ctx.output_set("volumes" if kind == "Volume" else "tomograms", f"SetOf{kind}s",
+                   {"image_path": np.array(cols["image_path"], dtype=object),
+                    "pixel_size": np.array(cols["pixel_size"]), "image_index": np.zeros(len(paths), np.int64)},
+                   attrs={"sources": paths})
+    return {"count": len(paths)}
+
+
+class ImportVolumes(Protocol):
+    id = "import.volumes"
+    version = "1"
+    label = "Import several maps"
+    help = "Import every map matching a glob pattern as a SetOfVolumes."
+    Params = _VolumeParams
+    outputs = {"volumes": Output("SetOfVolumes", "the imported maps")}
+
+    def external_files(self) -> list[str]:
+        return _paths(self.params.path)
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        for f in _check_path("path", self.params.path, problems, many=True):
+            _header_problems(f, self.params.pixel_size, problems)
+        return problems
+
+    def steps(self) -> list[Step]:
+        return [Step("import", import_many_step, outputs=["volumes"],
+                     args=dict(paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Volume"))]
+
+
+def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
+    data, voxel, origin = _load(path, pixel_size)
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ParamError("path", f"{path}: mask values must lie in [0, 1], found {lo:.4g} … {hi:.4g}")
+    data = np.clip(data, 0.0, 1.0)
+    soft = bool(np.any((data > 1e-6) & (data < 1 - 1e-6)))
+    out = _write_map(ctx, "mask.mrc", data, voxel, origin)
+    ctx.output("mask", VolumeMask(out, float(voxel[2]), tuple(data.shape), tuple(map(float, origin)),
+                                  voxel_size=tuple(map(float, voxel)), soft=soft), label=Path(path).name)
+    return {"inside_fraction": float(data.mean()), "soft": soft}
+
+
+class ImportMask(Protocol):
+    id = "import.mask"
+    version = "1"
+    label = "Import a 3D mask"
+    help = "Import a 3D mask (values in [0, 1], binary or soft) as a VolumeMask."
+    Params = _VolumeParams
+    outputs = {"mask": Output("VolumeMask", "the imported mask")}
+
+    def external_files(self) -> list[str]:
+        return _paths(self.params.path)[:1]
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        found = _check_path("path", self.params.path, problems)
+        if found:
+            _header_problems(found[0], self.params.pixel_size, problems)
+        return problems
+
+    def steps(self) -> list[Step]:
+        return [Step("import", import_mask_step, outputs=["mask"],
+                     args=dict(path=_paths(self.params.path)[0], pixel_size=self.params.pixel_size))]
+
