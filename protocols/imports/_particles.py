@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -196,8 +196,8 @@ class ImportCoordinates3D(Protocol):
 
     class Params(ProtocolParams):
         path: str = param("", "Coordinates file (.star, .txt/.coords, or EMAN2 info/*_info.json)", section="Input")
-        format: str = param("auto", "File format; auto guesses from the extension", section="Input",
-                            choices=("auto", "star", "text", "eman2"))
+        format: Literal["auto", "star", "text", "eman2"] = param(
+            "auto", "File format; auto guesses from the extension", section="Input")
         tomogram: str = param("", "Tomogram name for every coordinate (default: from the file, or the file name)",
                               section="Input")
         pixel_size: float = param(-1.0, "Pixel size the coordinates refer to; -1: from the file if it says",
@@ -217,8 +217,6 @@ class ImportCoordinates3D(Protocol):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
-        if self.params.format not in ("auto", "star", "text", "eman2"):
-            problems.append(f"param 'format': {self.params.format!r} is not one of auto, star, text, eman2")
         _check_path("path", self.params.path, problems)
         return problems
 
