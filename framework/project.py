@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,19 @@ def file_version(paths: Sequence[str]) -> str:
         except FileNotFoundError:
             h.update(b"<missing>")
     return h.hexdigest()
+
+
+def _stored_schema_version(dbfile: Path) -> str | None:
+    """The schema version recorded in ``dbfile``, read-only: a foreign file is left untouched."""
+    try:
+        con = sqlite3.connect(f"{dbfile.as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:  # corrupt file or foreign SQLite database
+        raise ProjectError(f"{dbfile}: cannot read the project database ({exc})") from None
+    return None if row is None else str(row[0])
 
 
 class Project:
@@ -85,15 +99,10 @@ class Project:
         dbfile = root / DB_NAME
         if not dbfile.is_file():
             raise ProjectError(f"{root}: not an emforge project (no {DB_NAME}); create it with 'emforge project init'")
-        engine = db.make_engine(dbfile)
-        try:
-            with db.read(engine) as conn:
-                version = conn.execute(select(db.meta.c.value).where(db.meta.c.key == "schema_version")).scalar()
-        except Exception as exc:  # corrupt file or foreign SQLite database
-            raise ProjectError(f"{dbfile}: cannot read the project database ({exc.__class__.__name__})") from None
-        if version is None or int(version) > db.SCHEMA_VERSION:
+        version = _stored_schema_version(dbfile)
+        if version is None or not version.isdigit() or int(version) > db.SCHEMA_VERSION:
             raise ProjectError(f"{dbfile}: schema version {version} is not supported by emforge {__version__}")
-        return cls(root, engine)
+        return cls(root, db.make_engine(dbfile))
 
     @property
     def db_path(self) -> Path:

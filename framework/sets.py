@@ -167,7 +167,8 @@ def _insert_chunks(
     else:
         stored = np.ascontiguousarray(values)
     rows = []
-    for k, start in enumerate(range(0, len(stored), CHUNK)):
+    # an empty column still gets its (empty) chunk, so that an empty set keeps its columns
+    for k, start in enumerate(range(0, max(len(stored), 1), CHUNK)):
         part = stored[start : start + CHUNK]
         data = part.tobytes()
         hasher.update(name.encode() + data)
@@ -212,11 +213,32 @@ def append_columns(
         missing = sorted(existing - given)
         extra = sorted(given - existing)
         raise ParamError("columns", f"appended columns differ from the set's: missing {missing}, unexpected {extra}")
+    columns = _match_stored_dtypes(conn, object_id, columns)
     hasher = hashlib.blake2b(previous_version.encode(), digest_size=16)
     first = _chunk_count(conn, object_id)
     for name, values in columns.items():
         _insert_chunks(conn, object_id, name, values, first, hasher)
     return hasher.hexdigest()
+
+
+def _match_stored_dtypes(
+    conn: Connection, object_id: int, columns: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Appended columns in the stored dtypes (ints widen to a float column); else ParamError."""
+    c = db.set_columns.c
+    stored = dict(
+        conn.execute(select(c.column, c.dtype).where(and_(c.object_id == object_id, c.chunk == 0))).all()
+    )
+    out = dict(columns)
+    for name, values in columns.items():
+        tag = stored.get(name)
+        if tag is None or tag == _dtype_tag(values):
+            continue
+        if tag != "str" and np.dtype(tag).kind == "f" and values.dtype.kind in "biu":
+            out[name] = values.astype(np.dtype(tag))
+            continue
+        raise ParamError(name, f"appended values are {_dtype_tag(values)}, the set's column holds {tag}")
+    return out
 
 
 def column_names(conn: Connection, object_id: int) -> list[str]:

@@ -281,9 +281,14 @@ class _Scheduler:
                 time.sleep(0.01)
 
     def abort(self) -> None:
-        for name in list(self.running):
+        # by status, not by handle: an inline step is interrupted inside submit(), before
+        # its handle is stored in ``self.running``
+        for name in [n for n, st in self.status.items() if st == "running"]:
             self.status[name] = "aborted"
-            self._set_step(name, status="aborted", finished=time.time(), error="aborted")
+            with db.write(self.project.engine) as conn:  # a step whose finish committed stays finished
+                conn.execute(update(db.steps).where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name)
+                                                    & (db.steps.c.status == "running"))
+                             .values(status="aborted", finished=time.time(), error="aborted"))
         self.running.clear()
 
 

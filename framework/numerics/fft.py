@@ -182,9 +182,10 @@ def rfftn(
     a = _as_real(a)
     ax = _norm_axes(a.ndim, axes)
     nthr = int(threads) if threads else default_threads()
+    effort = _effort(planner_effort)
     if backend() == "pyfftw":
         try:
-            plan, lock = _get_plan("r2c", a.shape, a.dtype, ax, nthr, _effort(planner_effort), None)
+            plan, lock = _get_plan("r2c", a.shape, a.dtype, ax, nthr, effort, None)
             return _execute(plan, lock, a)
         except (ValueError, TypeError, RuntimeError, MemoryError):
             pass
@@ -224,11 +225,10 @@ def irfftn(
         if rfft_shape(real_shape, ax) != f.shape:
             raise ValueError(f"shape: {real_shape} does not match a half-grid of {f.shape}")
     nthr = int(threads) if threads else default_threads()
+    effort = _effort(planner_effort)
     if backend() == "pyfftw":
         try:
-            plan, lock = _get_plan(
-                "c2r", f.shape, f.dtype, ax, nthr, _effort(planner_effort), real_shape
-            )
+            plan, lock = _get_plan("c2r", f.shape, f.dtype, ax, nthr, effort, real_shape)
             return _execute(plan, lock, f)
         except (ValueError, TypeError, RuntimeError, MemoryError):
             pass

@@ -9,7 +9,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emforge.engine import Input, Level, Output, Protocol, ProtocolParams, ShownWhen, Step, StepContext, param
+from emforge.engine import (
+    Input,
+    Level,
+    Output,
+    Protocol,
+    ProtocolParams,
+    ShownWhen,
+    Step,
+    StepContext,
+    param,
+)
 from emforge.objects import Volume, VolumeMask
 
 __all__ = ["AutoMask3D", "SoftMask", "write_mask_report"]

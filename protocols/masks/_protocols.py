@@ -18,7 +18,13 @@ import numpy as np
 from emforge.engine import Input, Output, Protocol, ShownWhen, Step, StepContext, param
 from emforge.objects import Mask2D, Volume, VolumeMask
 
-from ._params import FillParams, Geometry2DParams, Geometry3DParams, geometry_options, geometry_problems
+from ._params import (
+    FillParams,
+    Geometry2DParams,
+    Geometry3DParams,
+    geometry_options,
+    geometry_problems,
+)
 
 __all__ = ["MaskCreate", "MaskVolumes", "MaskParticles", "mask_stack_file", "check_created_mask"]
 
