@@ -1,0 +1,82 @@
+"""Helpers shared by the sharpening protocols: map checks, half-map inputs, output writing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from emforge.engine import StepContext
+from emforge.objects import FSC, Volume
+
+__all__ = ["map_problems", "pair_problems", "resolution_problems", "halves_of", "read", "write_outputs",
+           "masked_correlation"]
+
+
+def read(path: str) -> np.ndarray:
+    from emforge.io import read_volume
+
+    return read_volume(path)[0]
+
+
+def map_problems(name: str, path: str) -> list[str]:
+    """A map must be finite and not all zeros (one line each, naming the input and file)."""
+    data = read(path)
+    if not np.all(np.isfinite(data)):
+        return [f"input '{name}': {path} contains {int(np.count_nonzero(~np.isfinite(data)))} NaN/infinite values"]
+    if not np.any(data):
+        return [f"input '{name}': {path} is all zeros"]
+    return []
+
+
+def pair_problems(a: Volume, b: Volume, what: str = "half maps") -> list[str]:
+    problems = []
+    if tuple(a.shape) != tuple(b.shape):
+        problems.append(f"input 'half2': {what} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if abs(a.pixel_size - b.pixel_size) > 1e-3 * a.pixel_size:
+        problems.append(f"input 'half2': {what} differ in pixel size: {a.pixel_size:.4g} vs {b.pixel_size:.4g} Å")
+    return problems
+
+
+def resolution_problems(name: str, value: float | None, pixel_size: float) -> list[str]:
+    if value is not None and 0 < value < 2 * pixel_size:
+        return [f"param '{name}': {value} Å is finer than Nyquist ({2 * pixel_size:.3g} Å at {pixel_size:.4g} Å/px)"]
+    return []
+
+
+def halves_of(inputs: dict[str, Any]) -> tuple[str, str] | None:
+    """The two half-map paths: from ``half1``/``half2`` inputs, or from the volume's halves."""
+    h1, h2 = inputs.get("half1"), inputs.get("half2")
+    if h1 is not None and h2 is not None:
+        return h1.path, h2.path
+    vol = inputs.get("volume")
+    if vol is not None and vol.has_halves:
+        return vol.half1, vol.half2
+    return None
+
+
+def write_outputs(ctx: StepContext, src: Volume, data: np.ndarray, halves: tuple[np.ndarray, np.ndarray] | None,
+                  fsc: FSC | None = None) -> None:
+    """Write the sharpened map (and halves) next to the source's header values; register them."""
+    from emforge.io import read_info, write_volume
+
+    info = read_info(src.path)
+    path = ctx.path("sharpened.mrc")
+    write_volume(path, data.astype(np.float32), voxel_size=info.voxel_size, origin=info.origin)
+    hp: list[str | None] = [None, None]
+    if halves is not None:
+        for i, h in enumerate(halves):
+            p = ctx.path(f"sharpened_half{i + 1}.mrc")
+            write_volume(p, h.astype(np.float32), voxel_size=info.voxel_size, origin=info.origin)
+            hp[i] = str(p)
+    ctx.output("volume", Volume(str(path), src.pixel_size, src.shape, src.origin, hp[0], hp[1], src.voxel_size))
+    if fsc is not None:
+        ctx.output("fsc", fsc)
+
+
+def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Real-space correlation of two maps inside a mask (weights), mean removed."""
+    w = np.ones_like(a) if mask is None else mask
+    wa = a - np.average(a, weights=w)
+    wb = b - np.average(b, weights=w)
+    return float(np.sum(w * wa * wb) / np.sqrt(np.sum(w * wa * wa) * np.sum(w * wb * wb)))
