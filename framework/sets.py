@@ -115,16 +115,23 @@ def _default(col: Column, n: int) -> np.ndarray:
 
 
 def _encode_strings(values: np.ndarray, dictionary: list[str]) -> tuple[np.ndarray, list[str]]:
-    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    """int32 codes of ``values`` in ``dictionary`` (extended with new strings, in order seen).
+
+    Hash-based (``pandas.factorize``): linear in the number of items, no sort.
+    """
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values.astype(object, copy=False), sort=False)
     index = {s: i for i, s in enumerate(dictionary)}
     new = list(dictionary)
     remap = np.empty(len(uniques), dtype=np.int32)
     for j, s in enumerate(uniques.tolist()):
+        s = str(s)
         if s not in index:
             index[s] = len(new)
             new.append(s)
         remap[j] = index[s]
-    return remap[inverse].astype(np.int32), new
+    return remap[codes], new
 
 
 def _dtype_tag(values: np.ndarray) -> str:
