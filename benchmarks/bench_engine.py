@@ -1,0 +1,85 @@
+"""Protocol engine: launch→finish of a trivial protocol and 4 parallel 1-s steps, emforge vs
+Scipion, in one run, with ratios.
+
+    python benchmarks/bench_engine.py [--no-scipion] [--repeats 3]
+
+emforge uses the example plugin's ``example.sleep`` (installed with the test extras):
+``seconds=0, n_steps=1`` is the trivial protocol; ``seconds=1, n_steps=4`` on 2 workers the
+parallel case. "In-process" runs the engine in this process (``Project.run``); "detached"
+records the run and starts ``python -m emforge.engine.launch`` in a new session, as
+``emforge run --detach`` does, and polls the database until the run is finished.
+Targets (issue 3): ≤ 0.3 s in-process, ≤ 1 s detached, ≤ 2.3 s for the parallel case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine, scipion, table
+
+from emforge.engine import create_run
+from emforge.engine.runs import run_row
+from emforge.project import Project
+
+
+def inprocess(proj: Project, params: dict, workers: int = 2) -> float:
+    t0 = time.perf_counter()
+    proj.run("example.sleep", params=params, workers=workers)
+    return time.perf_counter() - t0
+
+
+def detached(proj: Project, params: dict, workers: int = 2) -> float:
+    t0 = time.perf_counter()
+    rid = create_run(proj, "example.sleep", params)
+    subprocess.Popen([sys.executable, "-m", "emforge.engine.launch", str(proj.path), str(rid), "--workers",
+                      str(workers)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+    while run_row(proj, rid)["status"] not in ("finished", "failed", "aborted"):
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    assert run_row(proj, rid)["status"] == "finished"
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-scipion", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"bench_engine: {machine()}")
+    trivial = {"seconds": 0.0, "n_steps": 1}
+    parallel = {"seconds": 1.0, "n_steps": 4}
+    with tempfile.TemporaryDirectory() as tmp:
+        proj = Project.init(Path(tmp) / "p")
+        inprocess(proj, trivial)  # warm imports, as a long-lived session would be
+        ours = {
+            "in-process": statistics.median(inprocess(proj, trivial) for _ in range(args.repeats)),
+            "detached": statistics.median(detached(proj, trivial) for _ in range(args.repeats)),
+            "parallel 4×1 s on 2 workers (in-process)": inprocess(proj, parallel, workers=2),
+            "parallel 4×1 s on 2 workers (detached)": detached(proj, parallel, workers=2),
+        }
+    peer: dict[str, float | None] = {}
+    if not args.no_scipion:
+        a = scipion("engine_inproc")
+        b = scipion("engine_detached")
+        c = scipion("engine_parallel")
+        peer = {"in-process": a and a.get("inproc_s"), "detached": b and b.get("detached_s"),
+                "parallel 4×1 s on 2 workers (detached)": c and c.get("parallel_s")}
+    targets = {"in-process": 0.3, "detached": 1.0, "parallel 4×1 s on 2 workers (in-process)": 2.3,
+               "parallel 4×1 s on 2 workers (detached)": 2.3}
+    rows = []
+    for case, t in ours.items():
+        p = peer.get(case)
+        rows.append((case, f"{t:.3f}", f"≤ {targets[case]}", "yes" if t <= targets[case] else "NO",
+                     f"{p:.3f}" if p else "-", f"{p / t:.1f}×" if p else "-"))
+    print(table(rows, ("case", "emforge s", "target", "met", "scipion s", "emforge faster")))
+
+
+if __name__ == "__main__":
+    main()
