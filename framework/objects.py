@@ -51,7 +51,7 @@ class DataObject:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> DataObject:
         names = {f.name for f in dataclasses.fields(cls)}
-        clean = {k: (tuple(v) if isinstance(v, list) and k in ("shape", "origin") else v)
+        clean = {k: (tuple(v) if isinstance(v, list) and k in ("shape", "origin", "voxel_size") else v)
                  for k, v in attrs.items() if k in names}
         return cls(**clean)
 

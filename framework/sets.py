@@ -103,9 +103,14 @@ def _cast(col: Column, values: np.ndarray) -> np.ndarray:
     if col.dtype == STR:
         return values.astype(str).astype(object) if values.dtype != object else values
     try:
-        return values.astype(col.dtype, copy=False, casting="same_kind" if col.dtype.kind == "f" else "unsafe")
+        if col.dtype.kind == "f":
+            return values.astype(col.dtype, copy=False, casting="same_kind")
+        cast = values.astype(col.dtype, copy=False, casting="unsafe")
     except (TypeError, ValueError) as exc:
         raise ParamError(col.name, f"cannot store {values.dtype} values as {col.dtype}: {exc}") from None
+    if values.dtype.kind not in "biu" and not np.array_equal(cast, values):
+        raise ParamError(col.name, f"needs whole numbers, got non-integer values such as {values[cast != values][0]!r}")
+    return cast
 
 
 def _default(col: Column, n: int) -> np.ndarray:
@@ -177,12 +182,22 @@ def _insert_chunks(
     # an empty column still gets its (empty) chunk, so that an empty set keeps its columns
     for k, start in enumerate(range(0, max(len(stored), 1), CHUNK)):
         part = stored[start : start + CHUNK]
-        data = part.tobytes()
-        hasher.update(name.encode() + data)
+        # a constant chunk (defaults, a single voltage, ...) is stored as its one value
+        data = part[:1].tobytes() if _constant(part) else part.tobytes()
+        hasher.update(name.encode() + len(part).to_bytes(8, "little") + data)
         rows.append(dict(object_id=object_id, column=name, chunk=first_chunk + k, dtype=tag,
                          n=len(part), data=data))
     if rows:
         conn.execute(insert(db.set_columns), rows)
+
+
+def _constant(part: np.ndarray) -> bool:
+    if len(part) < 2:
+        return False
+    first = part[0]
+    if part.dtype.kind == "f" and first != first:  # NaN
+        return bool(np.isnan(part).all())
+    return bool((part == first).all())
 
 
 def write_columns(conn: Connection, object_id: int, columns: Mapping[str, np.ndarray]) -> str:
@@ -267,19 +282,20 @@ def read_columns(
         return {}
     c = db.set_columns.c
     rows = conn.execute(
-        select(c.column, c.chunk, c.dtype, c.data)
+        select(c.column, c.chunk, c.dtype, c.data, c.n)
         .where(and_(c.object_id == object_id, c.column.in_(wanted)))
         .order_by(c.column, c.chunk)
     )
     parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
     dictionaries: dict[str, np.ndarray] = {}
     tags: dict[str, str] = {}
-    for name, chunk, tag, data in rows:
+    for name, chunk, tag, data, n in rows:
         if chunk == _DICT_CHUNK:
             dictionaries[name] = np.array(json.loads(data), dtype=object)
             continue
         tags[name] = tag
-        parts[name].append(np.frombuffer(data, dtype=np.int32 if tag == "str" else np.dtype(tag)))
+        values = np.frombuffer(data, dtype=np.int32 if tag == "str" else np.dtype(tag))
+        parts[name].append(values if len(values) == n else np.full(n, values[0], dtype=values.dtype))
     missing = [name for name in wanted if name not in tags]
     if missing:
         raise ParamError("columns", f"the set has no column(s) {missing}")

@@ -1,0 +1,29 @@
+"""Shared fixtures: the real test data folder and a fresh project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emforge.project import Project
+
+#: ``../shared/data`` next to the repository (see its README): real maps and particles.
+DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real test data folder; the test is skipped (one line) when it is missing."""
+    path = DATA_DIR.resolve()
+    if not path.is_dir():
+        pytest.skip(
+            f"real test data not found at {path} (expected ../shared/data next to the repository)"
+        )
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A new, empty project in ``tmp_path / "project"``."""
+    return Project.init(tmp_path / "project")
