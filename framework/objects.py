@@ -77,6 +77,8 @@ class Volume(DataObject):
     half1: str | None = None
     half2: str | None = None
     voxel_size: tuple[float, float, float] | None = None
+    #: the file the map was imported from (informational; messages name it)
+    source: str | None = None
 
     @property
     def has_halves(self) -> bool:

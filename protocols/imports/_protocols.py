@@ -92,7 +92,7 @@ def import_volume_step(ctx: StepContext, *, path: str, pixel_size: float, half1:
             halves.append(_write_map(ctx, f"half{i}.mrc", hd, hv, ho))
     vol = Volume(out, float(voxel[2]), tuple(data.shape), tuple(map(float, origin)),
                  half1=halves[0] if halves else None, half2=halves[1] if len(halves) > 1 else None,
-                 voxel_size=tuple(map(float, voxel)))
+                 voxel_size=tuple(map(float, voxel)), source=path)
     ctx.output("volume", vol, label=Path(path).name)
     return {"shape": list(data.shape), "pixel_size": voxel[2], "min": float(data.min()), "max": float(data.max())}
 
@@ -192,7 +192,8 @@ def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
     soft = bool(np.any((data > 1e-6) & (data < 1 - 1e-6)))
     out = _write_map(ctx, "mask.mrc", data, voxel, origin)
     ctx.output("mask", VolumeMask(out, float(voxel[2]), tuple(data.shape), tuple(map(float, origin)),
-                                  voxel_size=tuple(map(float, voxel)), soft=soft), label=Path(path).name)
+                                  voxel_size=tuple(map(float, voxel)), soft=soft, source=path),
+               label=Path(path).name)
     return {"inside_fraction": float(data.mean()), "soft": soft}
 
 
