@@ -17,7 +17,7 @@ from ..errors import NotFoundError, ParamError
 from ..project import DB_NAME, Project
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, never wrapped
 
 
 def _kv(items: list[str], what: str) -> dict[str, Any]:

@@ -351,7 +351,7 @@ def execute_run(project: Project, run_id: int, *, resume: bool = True, workers: 
     with db.write(project.engine) as conn:
         conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(
             status=final, finished=time.time(), error=error, heartbeat=time.time(), summary=summary,
-            progress=1.0 if final == "finished" else heartbeat.progress[0]))
+            progress=1.0 if final == "finished" else heartbeat.progress[0], progress_message=heartbeat.progress[1]))
     scheduler.log(f"run {run_id}: {final}" + (f" ({error})" if error else ""))
     return final
 

@@ -17,8 +17,10 @@ Payloads are plain and picklable and workers never open the project database.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as _queue
 import signal
+import sys
 from typing import Any
 
 from .context import StepContext, call_step, set_progress_sink
@@ -72,9 +74,27 @@ class InlineExecutor(Executor):
         return _Done(fn, ctx, args)
 
 
-def _init_worker(q: Any) -> None:
+def _die_with_engine(engine_pid: int) -> None:
+    """Have the kernel kill this worker when the engine process dies, even by SIGKILL (Linux).
+
+    Otherwise an orphaned worker finishes its step after the engine is gone and could write
+    the same files as the resumed run.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if os.getppid() != engine_pid:  # the engine died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(q: Any, engine_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides about Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_engine(engine_pid)
     set_progress_sink(q)
 
 
@@ -87,7 +107,7 @@ class ProcessExecutor(Executor):
         ctx = mp.get_context("fork")
         self.workers = max(1, int(workers))
         self._queue = ctx.Queue()
-        self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self._queue,))
+        self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self._queue, os.getpid()))
 
     def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
         handle = self._pool.apply_async(call_step, (fn, ctx, args))

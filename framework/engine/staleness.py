@@ -91,8 +91,8 @@ def why(project: Project, run_id: int, *, registry: Any = None, _seen: set[int] 
     changed = _changed_params(executed, params)
     if changed:
         users = [s.name for s in steps if s.uses is None or set(s.uses) & set(changed)]
-        causes.append(Cause("PARAMS", f"param(s) {', '.join(changed)} changed since the run; steps using them: "
-                                      f"{', '.join(users)}"))
+        using = f"steps using them: {', '.join(users)}" if users else "no step uses them (nothing to redo)"
+        causes.append(Cause("PARAMS", f"param(s) {', '.join(changed)} changed since the run; {using}"))
     if str(cls.version) != row["protocol_version"]:
         causes.append(Cause("CODE", f"protocol {cls.id} is now version {cls.version}; this run ran version "
                                     f"{row['protocol_version']}"))

@@ -16,6 +16,7 @@ finished run that is still FRESH is skipped and that run's outputs are used.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -35,12 +36,15 @@ from .staleness import why
 __all__ = ["Template", "TemplateNode", "load_template", "run_template", "export_template", "template_schema"]
 
 
+_NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 class TemplateNode(BaseModel):
     """One protocol run of a workflow."""
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(description="Node name, unique in the template; other nodes refer to '<id>.<output>'",
-                    pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+                    pattern=_NODE_ID.pattern)
     protocol: str = Field(description="Protocol id, '<plugin>.<name>'")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameter values (defaults fill the rest)")
     inputs: dict[str, str | int | list[str | int]] = Field(
@@ -203,7 +207,11 @@ def export_template(project: Project, run_ids: list[int], *, description: str = 
             row = conn.execute(select(db.runs).where(db.runs.c.id == rid)).mappings().first()
             if row is None:
                 raise ParamError("runs", f"run {rid} does not exist")
-            names[rid] = f"{row['protocol_id'].split('.')[-1]}_{rid}"
+            # a run made by a template is labelled with its node id: keep it, so that
+            # exporting a template's runs gives back the template's nodes
+            label = row["label"] or ""
+            names[rid] = label if _NODE_ID.match(label) and label not in names.values() else (
+                f"{row['protocol_id'].split('.')[-1]}_{rid}")
             refs = json.loads(row["inputs_json"] or "{}")
             inputs: dict[str, Any] = {}
             for name, ref in refs.items():
