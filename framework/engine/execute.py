@@ -331,6 +331,7 @@ def execute_run(project: Project, run_id: int, *, resume: bool = True, workers: 
     scheduler.executor = make_executor(kind, workers=n_workers, address=address,
                                        progress_sink=lambda _r, s, f, m: scheduler.report(s, f, m))
     final, error = "finished", None
+    wisdom = _load_fft_wisdom()
     handlers = _install_abort_handlers()
     heartbeat.start()
     try:
@@ -347,6 +348,7 @@ def execute_run(project: Project, run_id: int, *, resume: bool = True, workers: 
         heartbeat.stop()
         if final != "aborted":
             scheduler.executor.shutdown()
+    _save_fft_wisdom(wisdom)
     summary = _summary(project, loaded, final)
     with db.write(project.engine) as conn:
         conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(
@@ -371,6 +373,20 @@ def _summary(project: Project, loaded: LoadedRun, final: str) -> str:
         return loaded.instance.summary(outs, results) or ""
     except Exception as exc:  # a broken summary must not fail a finished run
         return f"(summary unavailable: {type(exc).__name__}: {exc})"
+
+
+def _load_fft_wisdom() -> bool:
+    """Whether FFTW wisdom should be saved after the run (see :mod:`emforge.numerics.fft`)."""
+    return os.environ.get("EMFORGE_FFTW_WISDOM", "1") != "0"
+
+
+def _save_fft_wisdom(enabled: bool) -> None:
+    """Keep the FFTW plans this run measured for the next runs (only if it planned any)."""
+    import sys
+
+    fft = sys.modules.get("emforge.numerics.fft")
+    if enabled and fft is not None:
+        fft.save_wisdom_cache()
 
 
 def _install_abort_handlers() -> dict[int, Any]:

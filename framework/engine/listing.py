@@ -91,7 +91,9 @@ def rerun(project: Project, run_id: int, *, registry: Any = None) -> int:
     """A new run with the recorded protocol, params and inputs of ``run_id``."""
     row = run_row(project, run_id)
     refs = json.loads(row["inputs_json"] or "{}")
-    new_id = create_run(project, row["protocol_id"], json.loads(row["params_json"]), refs,
+    # the params that produced the outputs (a later `runs edit` without resume does not count)
+    params = json.loads(row["executed_params_json"] or row["params_json"])
+    new_id = create_run(project, row["protocol_id"], params, refs,
                         label=row["label"] or f"rerun of {run_id}", registry=registry, source_run_id=run_id)
     return new_id
 

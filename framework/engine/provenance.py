@@ -25,7 +25,9 @@ def run_record(project: Project, run_id: int) -> dict[str, Any]:
     return {
         "run": {k: row[k] for k in ("id", "protocol_id", "protocol_version", "plugin", "plugin_version",
                                      "emforge_version", "label", "status", "host", "created", "started", "finished")},
-        "params": json.loads(row["params_json"]),
+        "params": json.loads(row["executed_params_json"] or row["params_json"]),
+        "pending_params": (json.loads(row["params_json"])
+                           if row["executed_params_json"] and row["executed_params_json"] != row["params_json"] else None),
         "inputs": [{"name": e["name"], "object": e["object_id"], "data_version": e["data_version"]}
                    for e in edges if e["direction"] == "in"],
         "outputs": [{"name": e["name"], "object": e["object_id"], "data_version": e["data_version"]}

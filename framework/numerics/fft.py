@@ -67,6 +67,8 @@ __all__ = [
     "plan_cache_size",
     "export_wisdom",
     "import_wisdom",
+    "save_wisdom_cache",
+    "wisdom_cache_path",
 ]
 
 _EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
@@ -140,6 +142,8 @@ def _get_plan(kind: str, shape, dtype, axes, threads, effort, real_shape):
         hit = _PLANS.get(key)
     if hit is not None:
         return hit
+    _load_wisdom_cache()
+    _WISDOM["new_plans"] += 1
     dummy = pyfftw.empty_aligned(shape, dtype=dtype)
     dummy[...] = 0
     if kind == "r2c":
@@ -258,6 +262,40 @@ def clear_plan_cache() -> None:
 def plan_cache_size() -> int:
     """Number of plans currently cached."""
     return len(_PLANS)
+
+
+def wisdom_cache_path() -> Path:
+    """Where measured plans are kept between processes: ``$XDG_CACHE_HOME/emforge/fftw-wisdom.txt``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "emforge" / "fftw-wisdom.txt"
+
+
+_WISDOM = {"loaded": False, "new_plans": 0}
+
+
+def _load_wisdom_cache() -> None:
+    """Import the cached wisdom once per process, before the first plan is made."""
+    if _WISDOM["loaded"]:
+        return
+    _WISDOM["loaded"] = True
+    if os.environ.get("EMFORGE_FFTW_WISDOM", "1") != "0":
+        import_wisdom(wisdom_cache_path())
+
+
+def save_wisdom_cache() -> bool:
+    """Write this process's wisdom to :func:`wisdom_cache_path` (atomically) if it planned anything."""
+    if not _HAVE_PYFFTW or not _WISDOM["new_plans"]:
+        return False
+    path = wisdom_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        export_wisdom(tmp)
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written only costs planning time
+        return False
+    _WISDOM["new_plans"] = 0
+    return True
 
 
 def export_wisdom(path: str | os.PathLike) -> bool:

@@ -168,15 +168,18 @@ def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
             "score": np.array(scores)}
 
 
-def import_coords_step(ctx: StepContext, *, path: str, tomogram: str, pixel_size: float, fmt: str) -> dict:
+def _read_coords(path: str, fmt: str, pixel_size: float) -> dict[str, np.ndarray]:
     from emforge.io import read_coordinates3d_star
 
     if fmt == "star":
-        cols = read_coordinates3d_star(path, pixel_size=pixel_size if pixel_size > 0 else None)
-    elif fmt == "eman2":
-        cols = _read_eman2_info(path)
-    else:
-        cols = _read_text_coords(path)
+        return read_coordinates3d_star(path, pixel_size=pixel_size if pixel_size > 0 else None)
+    if fmt == "eman2":
+        return _read_eman2_info(path)
+    return _read_text_coords(path)
+
+
+def import_coords_step(ctx: StepContext, *, path: str, tomogram: str, pixel_size: float, fmt: str) -> dict:
+    cols = _read_coords(path, fmt, pixel_size)
     n = len(cols["x"])
     if tomogram or "tomogram" not in cols:
         name = tomogram or (Path(path).stem.removesuffix("_info"))
@@ -217,7 +220,12 @@ class ImportCoordinates3D(Protocol):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
-        _check_path("path", self.params.path, problems)
+        found = _check_path("path", self.params.path, problems)
+        if found:  # coordinate files are small: read them now so a bad one is refused up front
+            try:
+                _read_coords(found[0], self._format(), self.params.pixel_size)
+            except EmforgeError as exc:
+                problems.append(str(exc))
         return problems
 
     def steps(self) -> list[Step]:

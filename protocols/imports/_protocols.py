@@ -183,6 +183,16 @@ class ImportVolumes(Protocol):
                      args=dict(paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Volume"))]
 
 
+def _mask_value_problems(path: str) -> list[str]:
+    from emforge.io import read_image_file
+
+    data = read_image_file(path)[0]
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -1e-6 or hi > 1 + 1e-6 or not np.isfinite([lo, hi]).all():
+        return [f"param 'path': {path}: mask values must lie in [0, 1], found {lo:.4g} … {hi:.4g}"]
+    return []
+
+
 def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
     data, voxel, origin = _load(path, pixel_size)
     lo, hi = float(data.min()), float(data.max())
@@ -211,8 +221,8 @@ class ImportMask(Protocol):
     def validate(self) -> list[str]:
         problems: list[str] = []
         found = _check_path("path", self.params.path, problems)
-        if found:
-            _header_problems(found[0], self.params.pixel_size, problems)
+        if found and _header_problems(found[0], self.params.pixel_size, problems) is not None:
+            problems += _mask_value_problems(found[0])
         return problems
 
     def steps(self) -> list[Step]:

@@ -170,12 +170,6 @@ def test_bad_files_give_one_line_and_exit_2(project, bad_files, capsys):
     assert run_rows(project) == []  # no run was recorded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="import.coordinates3d validates only that the file exists: a bad coordinates file "
-    "is found when the run executes (a failed run, exit 1), not at validation",
-)
 def test_bad_coordinates_file_exit_2(project, bad_files, tmp_path, capsys):
     two = tmp_path / "two_columns.txt"
     two.write_text("1 2\n3 4\n")
@@ -186,11 +180,6 @@ def test_bad_coordinates_file_exit_2(project, bad_files, tmp_path, capsys):
         assert rc == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="emforge.io.read_image_file lets tifffile's IndexError out on a corrupt TIFF",
-)
 def test_corrupt_tiff_is_one_line(project, tmp_path):
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00" + b"garbage" * 10)
