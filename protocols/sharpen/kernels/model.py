@@ -143,7 +143,7 @@ def model_map(
     d_min = check_resolution(resolution, px, "resolution")
     st = _read_structure(model_path_or_structure)
     check_model_in_box(st, shape, px, org)
-    model = st[0].clone() if hasattr(st[0], "clone") else gemmi.Structure.clone(st)[0]
+    model = st[0].clone()
     if np.any(org != 0):
         model.transform_pos_and_adp(gemmi.Transform(gemmi.Mat33(), gemmi.Vec3(*(-org))))
     dc = gemmi.DensityCalculatorE()
@@ -210,7 +210,7 @@ def _model_scale(s, amp, amp_m, d, d_low):
         band = np.arange(max(first, 1), min(first + 3, s.size))
     den = float(np.sum(amp_m[band] ** 2))
     if den <= 0:
-        raise ValueError("model_map: has no density between {d_low} and {2 * d} A")
+        raise ValueError(f"model_map: has no density between {d_low} and {2 * d} A")
     return float(np.sqrt(np.sum(amp[band] ** 2) / den))
 
 

@@ -275,7 +275,7 @@ def _target(g: _Grid, s_iso, d, d_max, b_target):
     s0 = 1.0 / d_max
     s2 = g.s * g.s
     lt = icpt + slope * s0**2 - b_target * (s2 - s0**2) / 4.0
-    return np.exp(lt.astype(np.float32)), float(-4.0 * slope)
+    return np.exp(lt.astype(np.float32))
 
 
 def _b_axes(g: _Grid, amp_axes, d_max, d) -> list[float]:
@@ -378,7 +378,7 @@ def sharpen_shells(
     pc_k, nc_k = g.per_cone(p * c2), g.per_cone(n_c)
     s_k = _smooth_log(np.maximum(pc_k - nc_k, 1e-3 * np.maximum(pc_k, 1e-30)))
     s_v = g.expand(s_k)
-    t, _ = _target(g, s_k.mean(axis=1), d, d_max, float(b_target))
+    t = _target(g, s_k.mean(axis=1), d, d_max, float(b_target))
     sharp = np.where(g.s >= 1.0 / d_max, t / np.sqrt(s_v), np.float32(1.0))
     grid = (np.sqrt(c2) * sharp / (1.0 + n_c / s_v)).astype(np.float32)
     if lowpass:
