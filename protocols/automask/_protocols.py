@@ -90,6 +90,8 @@ def auto3d_step(ctx: StepContext, *, volume: dict, auto: bool, resolution: float
     else:
         mask = auto3d(data, **options)
         chosen = dict(options)
+        if chosen.get("threshold") is None:  # report the threshold mean + sigma·std that was used
+            chosen["threshold"] = float(data.mean(dtype=np.float64) + options["sigma"] * data.std(dtype=np.float64))
     if not mask.any():
         from emforge.errors import ParamError
 
@@ -227,7 +229,9 @@ class SoftMask(Protocol):
         problems = []
         if p.mode == "soft":
             outer = p.outer_radius if p.outer_radius > 0 else min(vol.shape) / 2
-            if p.inner_radius >= outer:
+            if p.outer_radius <= 0 and p.outer_radius != -1:
+                problems.append(f"param 'outer_radius': must be > 0 (or -1: half the box), got {p.outer_radius}")
+            elif p.inner_radius >= outer:
                 problems.append(f"param 'inner_radius': {p.inner_radius} px must be smaller than outer_radius ({outer} px)")
             if outer > 0.5 * float(np.sqrt(np.sum(np.square(vol.shape)))):
                 problems.append(f"param 'outer_radius': {outer} px is larger than the box")

@@ -28,6 +28,9 @@ from ._params import (
 
 __all__ = ["MaskCreate", "MaskVolumes", "MaskParticles", "mask_stack_file", "check_created_mask"]
 
+#: bytes of float32 images read, masked and written at a time by :func:`mask_stack_file`
+CHUNK_BYTES = 4 << 20
+
 _SOURCE_HELP = "Where the mask comes from: a geometry given here, or a mask created earlier (input 'mask')"
 
 
@@ -189,8 +192,8 @@ class MaskVolumes(Protocol):
             if self.input.get("mask") is None:
                 problems.append("input 'mask': required when source = mask")
             else:
-                for it in items[:1] if len({it["shape"] for it in items}) == 1 else items:
-                    problems += check_created_mask(self.input["mask"], it["shape"], it["pixel_size"], "volume")
+                for shape, px in sorted({(it["shape"], it["pixel_size"]) for it in items}):  # every distinct map
+                    problems += check_created_mask(self.input["mask"], shape, px, "volume")
         else:
             for shape in sorted({it["shape"] for it in items}):
                 problems += geometry_problems(p, shape)
@@ -226,32 +229,42 @@ def register_volumes_step(ctx: StepContext, *, single: bool, source_id: int, vol
 
 # -- masks.particles ------------------------------------------------------------------------------
 def mask_stack_file(sources: list[str], indices: np.ndarray, target: str, *, mask: np.ndarray, binary: bool,
-                    fill: str, fill_value: float, pixel_size: float, chunk: int = 512,
+                    fill: str, fill_value: float, pixel_size: float, chunk: int | None = None,
                     progress: Any = None) -> int:
     """Stream images ``(sources[i], indices[i])`` through a mask into one new stack file.
 
-    Reads at most ``chunk`` images at a time (memory does not grow with the stack), applies
-    the mask in place and writes them with a memory-mapped :class:`~emforge.io.StackWriter`
-    (atomic: the file appears only when complete). Returns the number of images written.
+    Reads at most ``chunk`` images at a time (default: as many as fit in 4 MiB of float32, so
+    memory depends neither on the stack length nor on the box), applies the mask in place and
+    writes them with a memory-mapped :class:`~emforge.io.StackWriter` (atomic: the file
+    appears only when complete). Returns the number of images written.
     """
     from emforge.io import StackWriter, open_stack
 
     from .kernels import apply_mask
 
     n = len(indices)
+    if chunk is None:
+        chunk = max(1, CHUNK_BYTES // (4 * int(np.prod(mask.shape))))
     readers: dict[str, Any] = {}
     try:
         with StackWriter(target, (n, *mask.shape), voxel_size=pixel_size) as writer:
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
-                block = np.empty((stop - start, *mask.shape), np.float32)
                 srcs = sources[start:stop]
-                idx = indices[start:stop]
-                for path in dict.fromkeys(srcs):
-                    sel = np.fromiter((s == path for s in srcs), bool, len(srcs))
+                idx = np.asarray(indices[start:stop])
+                paths = list(dict.fromkeys(srcs))
+                for path in paths:
                     if path not in readers:
                         readers[path] = open_stack(path)
-                    block[sel] = readers[path][idx[sel]]
+                if len(paths) == 1:  # one source stack: read straight into the block
+                    first = int(idx[0])
+                    contiguous = np.array_equal(idx, np.arange(first, first + len(idx)))
+                    block = readers[paths[0]][slice(first, first + len(idx)) if contiguous else idx]
+                else:
+                    block = np.empty((stop - start, *mask.shape), np.float32)
+                    for path in paths:
+                        sel = np.fromiter((s == path for s in srcs), bool, len(srcs))
+                        block[sel] = readers[path][idx[sel]]
                 apply_mask(block, mask, binary=binary, fill=fill, fill_value=fill_value, out=block)
                 writer.write(start, block)
                 if progress is not None:
