@@ -88,7 +88,7 @@ class MaskCreate(Protocol):
 
     inputs = {"reference": Input(("Volume", "SetOfParticles", "VolumeMask"), "takes the box size and pixel size "
                                  "from this object", optional=True)}
-    outputs = {"mask": Output("VolumeMask", "the mask (a Mask2D for 2D)")}
+    outputs = {"mask": Output("VolumeMask | Mask2D", "the mask: a VolumeMask, or a Mask2D with dimensions = 2d")}
 
     def _box(self) -> tuple[tuple[int, ...] | None, float]:
         p, ref = self.params, self.input.get("reference")

@@ -73,7 +73,8 @@ class Panel:
         if np.isfinite(intercept):
             d_max, d_min = fit_range
             x = np.linspace(1 / d_max**2, 1 / d_min**2, 50)
-            ax.plot(x, intercept - b * x / 4, "r-", lw=1.5, label=f"fit: B = {b:.1f} Å²")
+            # b is the B applied (RELION sign): the fitted fall-off is ln A = a + b s²/4
+            ax.plot(x, intercept + b * x / 4, "r-", lw=1.5, label=f"fit: ln A = a − {-b:.1f} s²/4")
             ax.axvspan(1 / d_max**2, 1 / d_min**2, color="red", alpha=0.07)
         ax.set_xlabel("s² (1/Å²)")
         ax.set_ylabel("ln amplitude")
