@@ -16,7 +16,8 @@ from rich.table import Table
 from ..errors import NotFoundError, ParamError
 from ..project import DB_NAME, Project
 
-out = Console(highlight=False, soft_wrap=True)
+# piped output (files, CI logs) gets a wide console so tables keep full protocol ids
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, never wrapped
 
 
