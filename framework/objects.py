@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .columns import SCHEMAS
+
 __all__ = [
     "DataObject",
     "Volume",
@@ -150,93 +152,25 @@ class Item:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Particle(Item):
-    """A particle image: location, pose (RELION ZYZ, deg), shifts (Å), CTF, coordinate."""
-
-    image_path: str = ""
-    image_index: int = 0
-    pixel_size: float = float("nan")
-    rot: float = 0.0
-    tilt: float = 0.0
-    psi: float = 0.0
-    shift_x: float = 0.0
-    shift_y: float = 0.0
-    defocus_u: float = float("nan")
-    defocus_v: float = float("nan")
-    defocus_angle: float = float("nan")
-    voltage: float = float("nan")
-    cs: float = float("nan")
-    amplitude_contrast: float = float("nan")
-    phase_shift: float = 0.0
-    micrograph: str = ""
-    coord_x: float = float("nan")
-    coord_y: float = float("nan")
-    subset: int = 0
-    class_id: int = 0
-    score: float = float("nan")
+def _item_class(name: str, kind: str, doc: str) -> type[Item]:
+    """An item dataclass whose fields are the standard columns of ``kind`` (one schema, in
+    :mod:`emforge.columns`, defines both the stored columns and the item attributes)."""
+    py = {"f": float, "i": int, "O": str}
+    fields = [(c.name, py[c.dtype.kind], field(default=c.default)) for c in SCHEMAS[kind]]
+    cls = dataclasses.make_dataclass(name, fields, bases=(Item,), frozen=True)
+    cls.__doc__ = doc
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass(frozen=True)
-class Coordinate3D(Item):
-    """A 3D position (px) in a tomogram, with optional orientation, tag and score."""
-
-    tomogram: str = ""
-    x: float = float("nan")
-    y: float = float("nan")
-    z: float = float("nan")
-    pixel_size: float = float("nan")
-    rot: float = 0.0
-    tilt: float = 0.0
-    psi: float = 0.0
-    tag: str = ""
-    score: float = float("nan")
-
-
-@dataclass(frozen=True)
-class SubTomogram(Item):
-    """A subtomogram image with its pose, shifts and position in its tomogram."""
-
-    image_path: str = ""
-    image_index: int = 0
-    pixel_size: float = float("nan")
-    rot: float = 0.0
-    tilt: float = 0.0
-    psi: float = 0.0
-    shift_x: float = 0.0
-    shift_y: float = 0.0
-    shift_z: float = 0.0
-    tomogram: str = ""
-    coord_x: float = float("nan")
-    coord_y: float = float("nan")
-    coord_z: float = float("nan")
-    subset: int = 0
-    class_id: int = 0
-    score: float = float("nan")
-
-
-@dataclass(frozen=True)
-class VolumeItem(Item):
-    """One volume of a SetOfVolumes."""
-
-    image_path: str = ""
-    image_index: int = 0
-    pixel_size: float = float("nan")
-    half1_path: str = ""
-    half2_path: str = ""
-    subset: int = 0
-    class_id: int = 0
-    score: float = float("nan")
-
-
-@dataclass(frozen=True)
-class TomogramItem(Item):
-    """One tomogram of a SetOfTomograms."""
-
-    image_path: str = ""
-    image_index: int = 0
-    pixel_size: float = float("nan")
-    tilt_series: str = ""
+Particle = _item_class("Particle", "SetOfParticles",
+                       "A particle image: location, pose (RELION ZYZ, deg), shifts (Å), CTF, coordinate.")
+Coordinate3D = _item_class("Coordinate3D", "SetOfCoordinates3D",
+                           "A 3D position (px) in a tomogram, with optional orientation, tag and score.")
+SubTomogram = _item_class("SubTomogram", "SetOfSubTomograms",
+                          "A subtomogram image with its pose, shifts and position in its tomogram.")
+VolumeItem = _item_class("VolumeItem", "SetOfVolumes", "One volume of a SetOfVolumes.")
+TomogramItem = _item_class("TomogramItem", "SetOfTomograms", "One tomogram of a SetOfTomograms.")
 
 
 ITEM_TYPES: dict[str, type[Item]] = {
