@@ -174,11 +174,15 @@ class ModelSharpenResult:
     ----------
     map : float32 (z, y, x), the sharpened map
     s : 1/Angstrom, shell centres
-    cc : map-model correlation per shell (FSC of map and model map)
-    cc_smoothed : ``cc`` smoothed over shells, clipped to [0, 1], 0 beyond the resolution
+    cc : map-model correlation per shell (FSC inside a soft mask around the model)
+    cc_smoothed : ``cc`` smoothed over shells and corrected for model error, in [0, 1)
     scale : per-shell factor applied to the map's Fourier coefficients
-    model_amplitude, map_amplitude : rms amplitude per shell (model scaled to the map)
+    model_amplitude, map_amplitude : rms amplitude per shell (model scaled to the map and
+        corrected to B = 0 and for model error)
     k_model : overall scale of the model amplitudes onto the map's (for ``d < d_low``)
+    b_model : the model map's own Guinier B (Angstrom^2) over ``d_low`` … ``resolution``
+    b_error : model-error B (Angstrom^2): the fall-off of the map-model CC, ``cc ~ cc0 exp(-b s^2/4)``
+    cc0 : the CC extrapolated to s = 0 (model completeness and solvent)
     """
 
     map: np.ndarray
@@ -189,6 +193,9 @@ class ModelSharpenResult:
     model_amplitude: np.ndarray
     map_amplitude: np.ndarray
     k_model: float
+    b_model: float = 0.0
+    b_error: float = 0.0
+    cc0: float = 1.0
 
 
 def _smooth(y: np.ndarray, width: int) -> np.ndarray:
@@ -214,6 +221,26 @@ def _model_scale(s, amp, amp_m, d, d_low):
     return float(np.sqrt(np.sum(amp[band] ** 2) / den))
 
 
+def model_envelope(model_map: np.ndarray, *, pixel_size: float) -> np.ndarray:
+    """A soft mask around the model's density: the model map smoothed (sigma 2 Å) above 5% of
+    its peak, grown by about 2 Å and softened (sigma 1.6 Å); float32 in [0, 1]."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(model_map, 2.0 / pixel_size)  # sigma 2 A
+    grow = max(1, round(2.0 / pixel_size))  # about 2 A
+    core = ndimage.binary_dilation(smooth > 0.05 * smooth.max(), iterations=grow)
+    return np.clip(ndimage.gaussian_filter(core.astype(np.float32), 1.6 / pixel_size), 0.0, 1.0)
+
+
+def _cc_falloff(s, cc, d_low, d) -> tuple[float, float]:
+    """Fit ``ln cc = ln cc0 - b s^2/4`` (weighted by cc) from ``d_low`` to ``d``; (b >= 0, cc0)."""
+    sel = (s >= 1.0 / d_low) & (s <= 1.0 / d) & (cc > 0.05)
+    if np.count_nonzero(sel) < 3:
+        return 0.0, 1.0
+    slope, icpt = np.polyfit(s[sel] ** 2, np.log(np.clip(cc[sel], 1e-3, 1.0)), 1, w=cc[sel])
+    return max(0.0, -4.0 * float(slope)), float(min(1.0, np.exp(icpt)))
+
+
 def sharpen_model(
     map,
     model_map,
@@ -222,48 +249,66 @@ def sharpen_model(
     resolution: float,
     smooth_shells: int = 1,
     d_low: float = 10.0,
+    d_extend: float = 1.2,
 ) -> ModelSharpenResult:
-    """Phenix model sharpening: scale each shell of the map to the model's amplitude x CC.
+    """Phenix-style model sharpening: each shell of the map scaled to the model's amplitude x CC*.
 
-    1. ``cc(s)`` = FSC of the map and the model map; ``A_map(s)``, ``A_model(s)`` their rms
-       amplitudes per shell.
-    2. ``cc`` is smoothed (running mean over ``2*smooth_shells+1`` shells), clipped to
-       [0, 1] and set to 0 beyond ``resolution``.
-    3. Target amplitude per shell: ``k A_model(s) cc(s)`` for ``d < d_low`` and
-       ``A_map(s) cc(s)`` at lower resolution (a model map has no solvent contrast, so its
-       low-resolution amplitudes do not describe the map). ``k`` puts the model on the map's
-       scale: ``k = sqrt(sum A_map^2 / sum A_model^2)`` over ``d_low >= d >= 2 resolution``
-       (at least 3 shells).
-    4. ``scale(s) = target / A_map(s)`` (``scale[0] = 1``) multiplies the map's Fourier
-       coefficients shell by shell.
+    1. ``cc(s)``: FSC of the map and the model map inside a soft mask around the model
+       (:func:`model_envelope`), so solvent noise does not dilute it; ``A_map(s)``,
+       ``A_model(s)`` their rms amplitudes per shell.
+    2. Model error: ``cc(s) ~ cc0 exp(-b_error s^2/4)`` fitted from ``d_low`` to the
+       resolution; ``c(s) = cc(s) / (cc0 exp(-b_error s^2/4))`` (smoothed, clipped to [0, 1))
+       estimates the map's correlation with the true structure, and the weight is
+       ``CC* = sqrt(2 c/(1 + c))``, kept to ``resolution / d_extend`` (data a little beyond
+       the nominal resolution still carry signal), 0 beyond.
+    3. Target amplitude: the model's, on the map's scale (``k``, fitted from ``d_low`` to
+       2 x resolution), with the model map's own overall B (``b_model``) and the model error
+       removed: ``k A_model(s) exp((b_model + b_error) s^2/4) CC*(s)`` for ``d < d_low``;
+       ``A_map(s) CC*(s)`` at lower resolution (a model map has no solvent contrast).
+    4. ``scale(s) = target / A_map(s)`` (``scale[0] = 1``) multiplies the map's coefficients.
 
     Parameters
     ----------
     map, model_map : ndarray float32 (z, y, x), same shape (see :func:`model_map`)
     pixel_size : float, Angstrom
-    resolution : float, Angstrom; no data finer than this are kept
+    resolution : float, Angstrom
     smooth_shells : int, half-width of the CC smoothing window in shells
     d_low : float, Angstrom; the model's amplitude profile is used at finer resolution
+    d_extend : float >= 1; data are kept to ``resolution / d_extend``
 
     Returns
     -------
     ModelSharpenResult
     """
+    from .bfactor import estimate_b_iso
+
     a = check_map(map)
     mm = check_map(model_map, "model_map")
     if mm.shape != a.shape:
         raise ValueError(f"model_map: shape {mm.shape} differs from the map shape {a.shape}")
     px = check_pixel_size(pixel_size)
     d = check_resolution(resolution, px, "resolution")
+    if not d_extend >= 1.0:
+        raise ValueError(f"d_extend: must be >= 1, got {d_extend}")
+    d_keep = max(d / float(d_extend), 2.0 * px)
+    env = model_envelope(mm, pixel_size=px)
     Fa, Fm = rfftn(a), rfftn(mm)
     s, amp = amplitude_profile_rfft(Fa, shape=a.shape, pixel_size=px, kind="rms")
     _, amp_m = amplitude_profile_rfft(Fm, shape=a.shape, pixel_size=px, kind="rms")
-    cc = fsc_rfft(Fa, Fm, real_shape=a.shape)
+    cc = fsc_rfft(rfftn(a * env), rfftn(mm * env), real_shape=a.shape)
     k = _model_scale(s, amp, amp_m, d, float(d_low))
-    ccs = np.clip(_smooth(cc, int(smooth_shells)), 0.0, 1.0)
-    ccs[s > 1.0 / d] = 0.0
-    ccs[0] = 1.0
-    target = np.where(s > 1.0 / d_low, k * amp_m, amp) * ccs
+    b_error, cc0 = _cc_falloff(s, cc, float(d_low), d)
+    try:
+        b_model = estimate_b_iso(mm, pixel_size=px, d_min=d, d_max=float(d_low))
+    except ValueError:
+        b_model = 0.0
+    envelope = np.exp((b_model + b_error) * s**2 / 4.0)
+    c = np.clip(_smooth(cc, int(smooth_shells)) / (cc0 * np.exp(-b_error * s**2 / 4.0)), 0.0, 0.999)
+    weight = np.sqrt(2.0 * c / (1.0 + c))
+    weight[s > 1.0 / d_keep] = 0.0
+    weight[0] = 1.0
+    model_amp = k * amp_m * envelope
+    target = np.where(s > 1.0 / d_low, model_amp, amp) * weight
     scale = np.zeros_like(amp)
     np.divide(target, amp, out=scale, where=amp > 0)
     scale[0] = 1.0
@@ -271,4 +316,4 @@ def sharpen_model(
     grid = scale.astype(np.float32)[np.minimum(sh, scale.size - 1)]
     grid[sh >= scale.size] = 0.0
     out = irfftn(Fa * grid, shape=a.shape)
-    return ModelSharpenResult(out, s, cc, ccs, scale, k * amp_m, amp, k)
+    return ModelSharpenResult(out, s, cc, c, scale, model_amp, amp, k, float(b_model), float(b_error), float(cc0))
