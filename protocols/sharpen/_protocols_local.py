@@ -83,7 +83,7 @@ def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float)
                   Panel("curves", "applied scale", s=res.s, curves={"scale": res.scale}, ylabel="scale",
                         vlines={"resolution": resolution}),
                   Panel("curves", "amplitudes", s=res.s, curves={"map": np.log(np.maximum(res.map_amplitude, 1e-30)),
-                        "model": np.log(np.maximum(res.model_amplitude * res.k_model, 1e-30))}, ylabel="ln amplitude"),
+                        "model": np.log(np.maximum(res.model_amplitude, 1e-30))}, ylabel="ln amplitude"),
                   Panel("slices", "map", before=data, after=res.map)],
                  [("model", Path(model).name), ("resolution", f"{resolution:g} Å"),
                   ("mean CC to the resolution", f"{float(np.nanmean(res.cc[res.s <= 1 / resolution])):.3f}")])
@@ -157,9 +157,11 @@ def shells_step(ctx: StepContext, *, volume: dict, halves: list[str], resolution
         panels.insert(0, Panel("curves", "scale factor per axis", s=s, curves={a: sc[:, i] for i, a in enumerate("xyz")},
                                ylabel="mean scale", vlines={"resolution": resolution}))
         sig = np.asarray(sm["signal_axes"])
+        with np.errstate(divide="ignore", invalid="ignore"):  # no signal left: a gap, not ln(1e-30)
+            ln_sig = np.where(sig > 0, np.log(np.where(sig > 0, sig, 1.0)), np.nan)
         panels.insert(1, Panel("curves", "signal amplitude per axis", s=s,
-                               curves={a: np.log(np.maximum(sig[:, i], 1e-30)) for i, a in enumerate("xyz")},
-                               ylabel="ln rms amplitude"))
+                               curves={a: ln_sig[:, i] for i, a in enumerate("xyz")}, ylabel="ln rms amplitude",
+                               vlines={"resolution": resolution}))
     write_report(ctx.extra, "sharpen.shells", panels, [("summary", line) for line in text.splitlines()])
     (ctx.extra / "anisotropy.txt").write_text(text + "\n", encoding="utf-8")
     return {"U": [float(u) for u in res.U], "summary_text": text,
@@ -219,8 +221,8 @@ def local_step(ctx: StepContext, *, volume: dict, halves: list[str], resolution:
     mid = bl[bl.shape[0] // 2]
     write_report(ctx.extra, f"sharpen.local ({method})",
                  [Panel("slices", "map", before=data, after=res.map),
-                  Panel("slices", f"local B (central box layer, {mid.shape[1]}×{mid.shape[0]} boxes) vs global",
-                        before=np.full_like(mid, res.b_global)[None], after=mid[None])],
+                  Panel("image", f"local B, central layer of boxes (global B {res.b_global:.1f} Å²)", image=mid,
+                        label="local B (Å²)", xlabel="box index along x", ylabel="box index along y")],
                  [("method", method), ("box / step", f"{res.box} / {res.step} px"),
                   ("global B", f"{res.b_global:.1f} Å²"),
                   ("local B range", f"{np.nanmin(bl):.1f} … {np.nanmax(bl):.1f} Å²")])

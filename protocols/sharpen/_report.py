@@ -91,6 +91,13 @@ class Panel:
         ax.grid(alpha=0.3)
 
     @staticmethod
+    def _image(ax: Any, image: np.ndarray, label: str, xlabel: str, ylabel: str) -> None:
+        im = ax.imshow(image, cmap="viridis", interpolation="nearest")
+        ax.figure.colorbar(im, ax=ax, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+
+    @staticmethod
     def _slices(ax: Any, before: np.ndarray, after: np.ndarray) -> None:
         c = before.shape[0] // 2
 
