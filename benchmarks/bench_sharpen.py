@@ -71,7 +71,7 @@ OPTIONS = {
     "halfmap": "sharpen_halfmaps_phenix(half1, half2)  [no mask; Phenix CC* x expected/observed]",
     "model": "model_map(pdb, resolution=R) + sharpen_model(full, model_map, resolution=R)",
     "local": "sharpen_local(full, resolution=R, half1, half2, method='halfmap')",
-    "locres": "local_resolution(half1, half2)  [no mask; box 32, step 8]",
+    "locres": "local_resolution(half1, half2)  [no mask; box 32, step 10]",
 }
 
 

@@ -329,7 +329,7 @@ class LocalResolution(_HalfmapInputs):
     class Params(ProtocolParams):
         threshold: float = param(0.143, "FSC threshold", section="Resolution", gt=0, lt=1)
         box: int = param(0, "Window size; 0: 32 px", unit="px", section="Windows", ge=0)
-        step: int = param(0, "Grid spacing; 0: box/4", unit="px", section="Windows", ge=0)
+        step: int = param(0, "Grid spacing; 0: box/3", unit="px", section="Windows", ge=0)
 
     inputs = {**SharpenShells.inputs, "mask": Input(("VolumeMask",), "summarise inside this mask", optional=True)}
     outputs = {"local_resolution": Output("Volume", "the local resolution map (Å)")}
