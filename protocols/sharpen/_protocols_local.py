@@ -216,7 +216,8 @@ def local_step(ctx: StepContext, *, volume: dict, halves: list[str], resolution:
     data = read(src.path) if src.path else 0.5 * (h[0] + h[1])
     res = sharpen_local(data, pixel_size=src.pixel_size, resolution=resolution, box=box or None, step=step or None,
                         half1=h[0], half2=h[1], method=method)
-    write_outputs(ctx, Volume.from_attrs({**volume, "path": src.path or halves[0]}), res.map, None)
+    write_outputs(ctx, Volume.from_attrs({**volume, "path": src.path or halves[0]}), res.map,
+                  (res.half1, res.half2) if res.half1 is not None else None)
     bl = res.b_local
     mid = bl[bl.shape[0] // 2]
     write_report(ctx.extra, f"sharpen.local ({method})",
@@ -263,7 +264,7 @@ class SharpenLocal(_HalfmapInputs):
         ref = vol or self.input["half1"]
         attrs = ref.to_attrs() if vol is not None else {**ref.to_attrs(), "path": "", "half1": None, "half2": None}
         return [Step("sharpen", local_step, outputs=["volume"], args=dict(
-            volume=attrs, halves=list(halves_of(self.input) or ()) if p.method == "halfmap" else [],
+            volume=attrs, halves=list(halves_of(self.input) or ()),
             resolution=p.resolution, method=p.method, box=p.box, step=p.step))]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:

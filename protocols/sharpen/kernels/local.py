@@ -273,6 +273,8 @@ class LocalSharpenResult:
     resolution_local : float64 (Kz, Ky, Kx) local FSC = 0.143 resolution (Angstrom) for
         ``method="halfmap"``, else None
     lowpass_width : float, relative width of the raised-cosine low-pass (fraction of 1/d)
+    half1, half2 : float32 (z, y, x) or None, the half maps with the same per-box filters
+        (when half maps were given)
     """
 
     map: np.ndarray
@@ -286,6 +288,8 @@ class LocalSharpenResult:
     b_global: float
     resolution_local: np.ndarray | None = None
     lowpass_width: float = 0.2
+    half1: np.ndarray | None = None
+    half2: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -382,10 +386,12 @@ def _global_b_halfmap(h1, h2, px, d, d_max) -> float:
 def _check_halves(method, half1, half2, shape):
     if method not in ("b_iso", "halfmap"):
         raise ValueError(f"method: must be 'b_iso' or 'halfmap', got {method!r}")
-    if method == "b_iso":
+    if (half1 is None) != (half2 is None):
+        raise ValueError("half1: give both half maps or neither")
+    if half1 is None:
+        if method == "halfmap":
+            raise ValueError("half1: method 'halfmap' needs both half maps")
         return None, None
-    if half1 is None or half2 is None:
-        raise ValueError("half1: method 'halfmap' needs both half maps")
     h1, h2 = check_map(half1, "half1"), check_map(half2, "half2")
     for name, h in (("half1", h1), ("half2", h2)):
         if h.shape != shape:
@@ -435,7 +441,8 @@ def sharpen_local(
     resolution : float, Angstrom (global resolution; finer than ``d_max``)
     box : int, even box size in voxels (default ``12 resolution / pixel_size``, 24..64)
     step : int, voxels between boxes, dividing ``box`` into >= 2 parts (default ``box/2``)
-    half1, half2 : ndarray float32, needed for ``method="halfmap"``
+    half1, half2 : ndarray float32, needed for ``method="halfmap"``; with ``"b_iso"`` they are
+        only filtered like the map (same per-box filters) and returned
     method : "b_iso" or "halfmap"
     d_max : float, Angstrom, low-resolution end of the B fits (10)
     b_target : float, Angstrom^2, B the boxes are sharpened to (0)
@@ -463,6 +470,7 @@ def sharpen_local(
     curves = weight * np.exp((b_loc - b_target)[:, None] * spec.s[None, :] ** 2 / 4.0)
     curves = curves * _lowpass_curve(spec.s, d_loc)
     out = _apply_boxes(boxes, spec, a, curves)
+    halves = None if h1 is None else (_apply_boxes(boxes, spec, h1, curves), _apply_boxes(boxes, spec, h2, curves))
     g = boxes.grid_shape
     res_grid = d_loc.reshape(g) if method == "halfmap" else None
     centres = tuple(st + box // 2 for st in boxes.starts)
@@ -477,4 +485,6 @@ def sharpen_local(
         b_loc.reshape(g),
         float(b_glob),
         res_grid,
+        half1=None if halves is None else halves[0],
+        half2=None if halves is None else halves[1],
     )
