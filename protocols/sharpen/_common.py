@@ -19,13 +19,15 @@ def read(path: str) -> np.ndarray:
     return read_volume(path)[0]
 
 
-def map_problems(name: str, path: str) -> list[str]:
-    """A map must be finite and not all zeros (one line each, naming the input and file)."""
+def map_problems(name: str, path: str, source: str | None = None) -> list[str]:
+    """A map must be finite and not all zeros (one line each, naming the input and file;
+    ``source`` is the file the map was imported from, named when known)."""
     data = read(path)
+    where = f"{source} (project copy {path})" if source else path
     if not np.all(np.isfinite(data)):
-        return [f"input '{name}': {path} contains {int(np.count_nonzero(~np.isfinite(data)))} NaN/infinite values"]
+        return [f"input '{name}': {where} contains {int(np.count_nonzero(~np.isfinite(data)))} NaN/infinite values"]
     if not np.any(data):
-        return [f"input '{name}': {path} is all zeros"]
+        return [f"input '{name}': {where} is all zeros"]
     return []
 
 

@@ -140,7 +140,7 @@ class SharpenBFactor(Protocol):
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
-        problems = map_problems("volume", vol.path)
+        problems = map_problems("volume", vol.path, vol.source)
         problems += resolution_problems("d_cut", p.d_cut, vol.pixel_size)
         problems += resolution_problems("fit_d_min", p.fit_d_min, vol.pixel_size)
         if p.mode in ("b_iso_to_d_cut", "resolution_dependent") and p.d_cut <= 0:
@@ -221,7 +221,7 @@ class SharpenAuto(Protocol):
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
-        problems = map_problems("volume", vol.path) + resolution_problems("resolution", p.resolution, vol.pixel_size)
+        problems = map_problems("volume", vol.path, vol.source) + resolution_problems("resolution", p.resolution, vol.pixel_size)
         if p.b_max <= p.b_min:
             problems.append(f"param 'b_max': {p.b_max} must exceed b_min ({p.b_min})")
         return problems

@@ -33,6 +33,14 @@ class _HalfmapInputs(Protocol):
     def _reference(self) -> Volume:
         return self.input.get("volume") or self.input["half1"]
 
+    def _source_attrs(self) -> dict[str, Any]:
+        """The map's attributes for a step; with only half1/half2 given, ``path`` is empty and
+        the step averages the halves."""
+        vol = self.input.get("volume")
+        if vol is not None:
+            return vol.to_attrs()
+        return {**self.input["half1"].to_attrs(), "path": "", "half1": None, "half2": None}
+
     def _halves_problems(self, required: bool) -> list[str]:
         vol, h1, h2 = self.input.get("volume"), self.input.get("half1"), self.input.get("half2")
         if (h1 is None) != (h2 is None):
@@ -49,7 +57,7 @@ class _HalfmapInputs(Protocol):
         for name, path in zip(("half1", "half2"), halves_of(self.input) or (), strict=False):
             problems += map_problems(name, path)
         if vol is not None:
-            problems += map_problems("volume", vol.path)
+            problems += map_problems("volume", vol.path, vol.source)
         mask = self.input.get("mask")
         ref = self._reference()
         if mask is not None and tuple(mask.shape) != tuple(ref.shape):
@@ -107,7 +115,7 @@ class SharpenModel(_HalfmapInputs):
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
-        problems = map_problems("volume", vol.path) + resolution_problems("resolution", p.resolution, vol.pixel_size)
+        problems = map_problems("volume", vol.path, vol.source) + resolution_problems("resolution", p.resolution, vol.pixel_size)
         if not p.model or not Path(p.model).is_file():
             return problems + [f"param 'model': {p.model or '(empty)'}: no such file"]
         from emforge.io import read_info
@@ -195,9 +203,7 @@ class SharpenShells(_HalfmapInputs):
 
     def steps(self) -> list[Step]:
         p = self.params
-        vol = self.input.get("volume")
-        ref = vol or self.input["half1"]
-        attrs = ref.to_attrs() if vol is not None else {**ref.to_attrs(), "path": "", "half1": None, "half2": None}
+        attrs = self._source_attrs()
         return [Step("sharpen", shells_step, outputs=["volume"], args=dict(
             volume=attrs, halves=list(halves_of(self.input) or ()), resolution=p.resolution,
             anisotropic=p.anisotropic, b_target=p.b_target))]
@@ -260,9 +266,7 @@ class SharpenLocal(_HalfmapInputs):
 
     def steps(self) -> list[Step]:
         p = self.params
-        vol = self.input.get("volume")
-        ref = vol or self.input["half1"]
-        attrs = ref.to_attrs() if vol is not None else {**ref.to_attrs(), "path": "", "half1": None, "half2": None}
+        attrs = self._source_attrs()
         return [Step("sharpen", local_step, outputs=["volume"], args=dict(
             volume=attrs, halves=list(halves_of(self.input) or ()),
             resolution=p.resolution, method=p.method, box=p.box, step=p.step))]
