@@ -4,7 +4,11 @@ folders onto the ``emforge`` import package (``framework/`` -> ``emforge``,
 
 from setuptools import find_packages, setup
 
-_ROOTS = {"framework": "emforge", "protocols": "emforge.protocols", "templates": "emforge.templates"}
+_ROOTS = {
+    "framework": "emforge",
+    "protocols": "emforge.protocols",
+    "templates": "emforge.templates",
+}
 
 
 def _packages():

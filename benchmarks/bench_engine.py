@@ -37,9 +37,21 @@ def inprocess(proj: Project, params: dict, workers: int = 2) -> float:
 def detached(proj: Project, params: dict, workers: int = 2) -> float:
     t0 = time.perf_counter()
     rid = create_run(proj, "example.sleep", params)
-    subprocess.Popen([sys.executable, "-m", "emforge.engine.launch", str(proj.path), str(rid), "--workers",
-                      str(workers)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emforge.engine.launch",
+            str(proj.path),
+            str(rid),
+            "--workers",
+            str(workers),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while run_row(proj, rid)["status"] not in ("finished", "failed", "aborted"):
         time.sleep(0.01)
     elapsed = time.perf_counter() - t0
@@ -69,15 +81,30 @@ def main() -> None:
         a = scipion("engine_inproc")
         b = scipion("engine_detached")
         c = scipion("engine_parallel")
-        peer = {"in-process": a and a.get("inproc_s"), "detached": b and b.get("detached_s"),
-                "parallel 4×1 s on 2 workers (detached)": c and c.get("parallel_s")}
-    targets = {"in-process": 0.3, "detached": 1.0, "parallel 4×1 s on 2 workers (in-process)": 2.3,
-               "parallel 4×1 s on 2 workers (detached)": 2.3}
+        peer = {
+            "in-process": a and a.get("inproc_s"),
+            "detached": b and b.get("detached_s"),
+            "parallel 4×1 s on 2 workers (detached)": c and c.get("parallel_s"),
+        }
+    targets = {
+        "in-process": 0.3,
+        "detached": 1.0,
+        "parallel 4×1 s on 2 workers (in-process)": 2.3,
+        "parallel 4×1 s on 2 workers (detached)": 2.3,
+    }
     rows = []
     for case, t in ours.items():
         p = peer.get(case)
-        rows.append((case, f"{t:.3f}", f"≤ {targets[case]}", "yes" if t <= targets[case] else "NO",
-                     f"{p:.3f}" if p else "-", f"{p / t:.1f}×" if p else "-"))
+        rows.append(
+            (
+                case,
+                f"{t:.3f}",
+                f"≤ {targets[case]}",
+                "yes" if t <= targets[case] else "NO",
+                f"{p:.3f}" if p else "-",
+                f"{p / t:.1f}×" if p else "-",
+            )
+        )
     print(table(rows, ("case", "emforge s", "target", "met", "scipion s", "emforge faster")))
 
 

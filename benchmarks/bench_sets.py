@@ -21,22 +21,48 @@ from _common import machine, scipion, table
 
 from emforge.project import Project
 
-READ = ["rot", "tilt", "psi", "shift_x", "shift_y", "defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
-        "amplitude_contrast", "micrograph", "coord_x", "coord_y", "image_path", "image_index"]
+READ = [
+    "rot",
+    "tilt",
+    "psi",
+    "shift_x",
+    "shift_y",
+    "defocus_u",
+    "defocus_v",
+    "defocus_angle",
+    "voltage",
+    "cs",
+    "amplitude_contrast",
+    "micrograph",
+    "coord_x",
+    "coord_y",
+    "image_path",
+    "image_index",
+]
 
 
 def particles(n: int, extra: bool = False) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     cols = {
-        "image_path": np.array([f"Runs/000002/extra/stack_{i // 10000:04d}.mrcs" for i in range(n)], dtype=object),
-        "image_index": np.arange(n) % 10000, "pixel_size": np.full(n, 1.05),
-        "rot": rng.uniform(-180, 180, n), "tilt": rng.uniform(0, 180, n), "psi": rng.uniform(-180, 180, n),
-        "shift_x": rng.normal(0, 3, n), "shift_y": rng.normal(0, 3, n),
-        "defocus_u": rng.uniform(5000, 30000, n), "defocus_v": rng.uniform(5000, 30000, n),
-        "defocus_angle": rng.uniform(0, 180, n), "voltage": np.full(n, 300.0), "cs": np.full(n, 2.7),
+        "image_path": np.array(
+            [f"Runs/000002/extra/stack_{i // 10000:04d}.mrcs" for i in range(n)], dtype=object
+        ),
+        "image_index": np.arange(n) % 10000,
+        "pixel_size": np.full(n, 1.05),
+        "rot": rng.uniform(-180, 180, n),
+        "tilt": rng.uniform(0, 180, n),
+        "psi": rng.uniform(-180, 180, n),
+        "shift_x": rng.normal(0, 3, n),
+        "shift_y": rng.normal(0, 3, n),
+        "defocus_u": rng.uniform(5000, 30000, n),
+        "defocus_v": rng.uniform(5000, 30000, n),
+        "defocus_angle": rng.uniform(0, 180, n),
+        "voltage": np.full(n, 300.0),
+        "cs": np.full(n, 2.7),
         "amplitude_contrast": np.full(n, 0.1),
         "micrograph": np.array([f"mic_{i // 300:06d}.mrc" for i in range(n)], dtype=object),
-        "coord_x": rng.uniform(0, 4000, n), "coord_y": rng.uniform(0, 4000, n),
+        "coord_x": rng.uniform(0, 4000, n),
+        "coord_y": rng.uniform(0, 4000, n),
     }
     if extra:
         cols["rlnGroupNumber"] = rng.integers(1, 50, n)
@@ -70,13 +96,21 @@ def main() -> None:
     peer = None if args.no_scipion else scipion("sets", args.n)
     rows = [("emforge", f"{ours['write_s']:.3f}", f"{ours['read_s']:.3f}", "", "")]
     if peer:
-        rows.append(("scipion", f"{peer['write_s']:.3f}", f"{peer['read_s']:.3f}",
-                     f"{peer['write_s'] / ours['write_s']:.0f}× (target ≥ 30×)",
-                     f"{peer['read_s'] / ours['read_s']:.0f}× (target ≥ 10×)"))
+        rows.append(
+            (
+                "scipion",
+                f"{peer['write_s']:.3f}",
+                f"{peer['read_s']:.3f}",
+                f"{peer['write_s'] / ours['write_s']:.0f}× (target ≥ 30×)",
+                f"{peer['read_s'] / ours['read_s']:.0f}× (target ≥ 10×)",
+            )
+        )
     print(table(rows, ("framework", "write s", "read s", "emforge faster: write", "read")))
     big = emforge_write_read(args.big, extra=True)
-    print(f"emforge {args.big} rich items (+2 extra columns): write {big['write_s']:.2f} s (target ≤ 5), "
-          f"read {big['read_s']:.2f} s (target ≤ 1)")
+    print(
+        f"emforge {args.big} rich items (+2 extra columns): write {big['write_s']:.2f} s (target ≤ 5), "
+        f"read {big['read_s']:.2f} s (target ≤ 1)"
+    )
 
 
 if __name__ == "__main__":

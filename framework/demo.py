@@ -34,8 +34,9 @@ def _blobs(box: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(24):
         p = rng.normal(0, box / 10, 3)
         s = rng.uniform(1.5, 3.0)
-        vol += np.exp(-(((zz - c - p[0]) ** 2 + (yy - c - p[1]) ** 2 + (xx - c - p[2]) ** 2) / (2 * s * s))
-                      ).astype(np.float32)
+        vol += np.exp(
+            -(((zz - c - p[0]) ** 2 + (yy - c - p[1]) ** 2 + (xx - c - p[2]) ** 2) / (2 * s * s))
+        ).astype(np.float32)
     return vol
 
 
@@ -43,11 +44,13 @@ def _euler_zyz(rot: float, tilt: float, psi: float) -> np.ndarray:
     """RELION ZYZ rotation matrix (x, y, z basis) for angles in degrees."""
     a, b, g = np.deg2rad([rot, tilt, psi])
     ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
-    return np.array([
-        [cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb],
-        [-sg * cb * ca - cg * sa, -sg * cb * sa + cg * ca, sg * sb],
-        [sb * ca, sb * sa, cb],
-    ])
+    return np.array(
+        [
+            [cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb],
+            [-sg * cb * ca - cg * sa, -sg * cb * sa + cg * ca, sg * sb],
+            [sb * ca, sb * sa, cb],
+        ]
+    )
 
 
 def _project(vol: np.ndarray, rot: float, tilt: float, psi: float) -> np.ndarray:
@@ -69,26 +72,46 @@ def make_demo_data(folder: Path, *, seed: int = 7) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     vol = _blobs(BOX, rng)
     vol /= vol.max()
-    paths = {"map": folder / "demo_map.mrc", "half1": folder / "demo_half1.mrc", "half2": folder / "demo_half2.mrc",
-             "stack": folder / "demo_particles.mrcs", "star": folder / "demo_particles.star"}
+    paths = {
+        "map": folder / "demo_map.mrc",
+        "half1": folder / "demo_half1.mrc",
+        "half2": folder / "demo_half2.mrc",
+        "stack": folder / "demo_particles.mrcs",
+        "star": folder / "demo_particles.star",
+    }
     write_volume(paths["map"], vol, voxel_size=PIXEL)
     for name in ("half1", "half2"):
-        write_volume(paths[name], vol + rng.normal(0, 0.05, vol.shape).astype(np.float32), voxel_size=PIXEL)
+        write_volume(
+            paths[name], vol + rng.normal(0, 0.05, vol.shape).astype(np.float32), voxel_size=PIXEL
+        )
     rot, psi = rng.uniform(-180, 180, (2, N_PARTICLES))
     tilt = np.rad2deg(np.arccos(rng.uniform(-1, 1, N_PARTICLES)))
-    images = np.stack([_project(vol, *ang) for ang in zip(rot, tilt, psi, strict=True)]).astype(np.float32)
+    images = np.stack([_project(vol, *ang) for ang in zip(rot, tilt, psi, strict=True)]).astype(
+        np.float32
+    )
     images += rng.normal(0, images.std(), images.shape).astype(np.float32)
     write_stack(paths["stack"], images, voxel_size=PIXEL)
     defocus = rng.uniform(8000, 25000, N_PARTICLES)
     cols = {
         "image_path": np.full(N_PARTICLES, str(paths["stack"]), dtype=object),
-        "image_index": np.arange(N_PARTICLES), "pixel_size": np.full(N_PARTICLES, PIXEL),
-        "rot": rot, "tilt": tilt, "psi": psi, "shift_x": np.zeros(N_PARTICLES), "shift_y": np.zeros(N_PARTICLES),
-        "defocus_u": defocus, "defocus_v": defocus - rng.uniform(0, 500, N_PARTICLES),
-        "defocus_angle": rng.uniform(0, 180, N_PARTICLES), "voltage": np.full(N_PARTICLES, 300.0),
-        "cs": np.full(N_PARTICLES, 2.7), "amplitude_contrast": np.full(N_PARTICLES, 0.1),
-        "micrograph": np.array([f"mic_{i // 20:03d}.mrc" for i in range(N_PARTICLES)], dtype=object),
-        "coord_x": rng.uniform(100, 3900, N_PARTICLES), "coord_y": rng.uniform(100, 3900, N_PARTICLES),
+        "image_index": np.arange(N_PARTICLES),
+        "pixel_size": np.full(N_PARTICLES, PIXEL),
+        "rot": rot,
+        "tilt": tilt,
+        "psi": psi,
+        "shift_x": np.zeros(N_PARTICLES),
+        "shift_y": np.zeros(N_PARTICLES),
+        "defocus_u": defocus,
+        "defocus_v": defocus - rng.uniform(0, 500, N_PARTICLES),
+        "defocus_angle": rng.uniform(0, 180, N_PARTICLES),
+        "voltage": np.full(N_PARTICLES, 300.0),
+        "cs": np.full(N_PARTICLES, 2.7),
+        "amplitude_contrast": np.full(N_PARTICLES, 0.1),
+        "micrograph": np.array(
+            [f"mic_{i // 20:03d}.mrc" for i in range(N_PARTICLES)], dtype=object
+        ),
+        "coord_x": rng.uniform(100, 3900, N_PARTICLES),
+        "coord_y": rng.uniform(100, 3900, N_PARTICLES),
         "subset": (np.arange(N_PARTICLES) % 2) + 1,
     }
     write_particles_star(paths["star"], cols, image_size=BOX)
@@ -99,7 +122,9 @@ def load_demo_template() -> dict[str, Any]:
     return json.loads((files("emforge.templates") / DEMO_TEMPLATE).read_text(encoding="utf-8"))
 
 
-def run_demo(path: Path, *, workers: int | None = None, echo: Callable[[str], Any] = print) -> dict[str, int]:
+def run_demo(
+    path: Path, *, workers: int | None = None, echo: Callable[[str], Any] = print
+) -> dict[str, int]:
     """Create (or reuse) the demo project at ``path`` and run the demo template on it."""
     from .engine.templates import Template, run_template
 
@@ -118,6 +143,8 @@ def run_demo(path: Path, *, workers: int | None = None, echo: Callable[[str], An
         echo(f"  {node}: run {run_id} {'skipped (fresh)' if what == 'fresh' else what}")
 
     runs = run_template(project, tpl, workers=workers, on_event=event)
-    echo(f"emforge demo: done. Project: {project.path} ({project.db_path.name}); "
-         f"try: emforge runs list -P {project.path}")
+    echo(
+        f"emforge demo: done. Project: {project.path} ({project.db_path.name}); "
+        f"try: emforge runs list -P {project.path}"
+    )
     return runs

@@ -25,20 +25,28 @@ def _protocol_section(reg: Registry, pid: str) -> list[str]:
     lines = [f"## `{pid}` — {cls.label}", "", f"Version {cls.version}. {cls.help}", ""]
     if cls.inputs:
         lines += ["| input | kinds | required | help |", "|---|---|---|---|"]
-        lines += [f"| `{n}` | {' or '.join(s.kinds)} | {'no' if s.optional else 'yes'}"
-                  f"{' (several)' if s.multiple else ''} | {_cell(s.help)} |" for n, s in cls.inputs.items()]
+        lines += [
+            f"| `{n}` | {' or '.join(s.kinds)} | {'no' if s.optional else 'yes'}"
+            f"{' (several)' if s.multiple else ''} | {_cell(s.help)} |"
+            for n, s in cls.inputs.items()
+        ]
         lines.append("")
     if cls.outputs:
         lines += ["| output | kind | help |", "|---|---|---|"]
         lines += [f"| `{n}` | {s.kind} | {_cell(s.help)} |" for n, s in cls.outputs.items()]
         lines.append("")
-    lines += ["| param | type | default | unit | section | level | help |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| param | type | default | unit | section | level | help |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in param_rows(cls):
         shown = row["shown_when"]
         note = f" Shown when `{shown['param']} {shown['op']} {shown['value']!r}`." if shown else ""
         bounds = f" ({row['bounds']})" if row["bounds"] else ""
-        lines.append(f"| `{row['name']}` | {_cell(row['type'])} | `{row['default']!r}` | {row['unit']} | "
-                     f"{row['section']} | {row['level']} | {_cell(row['help'])}{bounds}{note} |")
+        lines.append(
+            f"| `{row['name']}` | {_cell(row['type'])} | `{row['default']!r}` | {row['unit']} | "
+            f"{row['section']} | {row['level']} | {_cell(row['help'])}{bounds}{note} |"
+        )
     if cls.citations:
         lines += ["", "Citations: " + "; ".join(cls.citations)]
     return lines + [""]
@@ -48,8 +56,13 @@ def reference_pages(reg: Registry | None = None) -> dict[str, str]:
     """Page name -> Markdown text for every plugin of the emforge distribution."""
     reg = reg or discover()
     pages: dict[str, str] = {}
-    index = ["# Protocol reference", "", "Generated from the params schemas by `python -m emforge.docgen "
-             "docs/reference`; do not edit by hand.", ""]
+    index = [
+        "# Protocol reference",
+        "",
+        "Generated from the params schemas by `python -m emforge.docgen "
+        "docs/reference`; do not edit by hand.",
+        "",
+    ]
     for name, info in sorted(reg.plugins.items()):
         if info.distribution != "emforge":
             continue

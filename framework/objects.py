@@ -53,8 +53,11 @@ class DataObject:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> DataObject:
         names = {f.name for f in dataclasses.fields(cls)}
-        clean = {k: (tuple(v) if isinstance(v, list) and k in ("shape", "origin", "voxel_size") else v)
-                 for k, v in attrs.items() if k in names}
+        clean = {
+            k: (tuple(v) if isinstance(v, list) and k in ("shape", "origin", "voxel_size") else v)
+            for k, v in attrs.items()
+            if k in names
+        }
         return cls(**clean)
 
     def files(self) -> list[str]:
@@ -135,13 +138,21 @@ class FSC(DataObject):
     label: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
-        return {"frequencies": list(map(float, self.frequencies)), "values": list(map(float, self.values)),
-                "crossings": dict(self.crossings), "label": self.label}
+        return {
+            "frequencies": list(map(float, self.frequencies)),
+            "values": list(map(float, self.values)),
+            "crossings": dict(self.crossings),
+            "label": self.label,
+        }
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> FSC:
-        return cls(tuple(attrs["frequencies"]), tuple(attrs["values"]), dict(attrs.get("crossings", {})),
-                   attrs.get("label", ""))
+        return cls(
+            tuple(attrs["frequencies"]),
+            tuple(attrs["values"]),
+            dict(attrs.get("crossings", {})),
+            attrs.get("label", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -163,12 +174,21 @@ def _item_class(name: str, kind: str, doc: str) -> type[Item]:
     return cls
 
 
-Particle = _item_class("Particle", "SetOfParticles",
-                       "A particle image: location, pose (RELION ZYZ, deg), shifts (Å), CTF, coordinate.")
-Coordinate3D = _item_class("Coordinate3D", "SetOfCoordinates3D",
-                           "A 3D position (px) in a tomogram, with optional orientation, tag and score.")
-SubTomogram = _item_class("SubTomogram", "SetOfSubTomograms",
-                          "A subtomogram image with its pose, shifts and position in its tomogram.")
+Particle = _item_class(
+    "Particle",
+    "SetOfParticles",
+    "A particle image: location, pose (RELION ZYZ, deg), shifts (Å), CTF, coordinate.",
+)
+Coordinate3D = _item_class(
+    "Coordinate3D",
+    "SetOfCoordinates3D",
+    "A 3D position (px) in a tomogram, with optional orientation, tag and score.",
+)
+SubTomogram = _item_class(
+    "SubTomogram",
+    "SetOfSubTomograms",
+    "A subtomogram image with its pose, shifts and position in its tomogram.",
+)
 VolumeItem = _item_class("VolumeItem", "SetOfVolumes", "One volume of a SetOfVolumes.")
 TomogramItem = _item_class("TomogramItem", "SetOfTomograms", "One tomogram of a SetOfTomograms.")
 

@@ -85,11 +85,14 @@ class Project:
         engine = db.make_engine(dbfile)
         db.metadata.create_all(engine)
         with db.write(engine) as conn:
-            conn.execute(insert(db.meta), [
-                {"key": "schema_version", "value": str(db.SCHEMA_VERSION)},
-                {"key": "created", "value": repr(time.time())},
-                {"key": "emforge_version", "value": __version__},
-            ])
+            conn.execute(
+                insert(db.meta),
+                [
+                    {"key": "schema_version", "value": str(db.SCHEMA_VERSION)},
+                    {"key": "created", "value": repr(time.time())},
+                    {"key": "emforge_version", "value": __version__},
+                ],
+            )
         return cls(root, engine)
 
     @classmethod
@@ -98,10 +101,14 @@ class Project:
         root = Path(path).expanduser().resolve()
         dbfile = root / DB_NAME
         if not dbfile.is_file():
-            raise ProjectError(f"{root}: not an emforge project (no {DB_NAME}); create it with 'emforge project init'")
+            raise ProjectError(
+                f"{root}: not an emforge project (no {DB_NAME}); create it with 'emforge project init'"
+            )
         version = _stored_schema_version(dbfile)
         if version is None or not version.isdigit() or int(version) > db.SCHEMA_VERSION:
-            raise ProjectError(f"{dbfile}: schema version {version} is not supported by emforge {__version__}")
+            raise ProjectError(
+                f"{dbfile}: schema version {version} is not supported by emforge {__version__}"
+            )
         return cls(root, db.make_engine(dbfile))
 
     @property
@@ -115,9 +122,17 @@ class Project:
             (d / sub).mkdir(parents=True, exist_ok=True)
         return d
 
-    def run(self, protocol: str | type, *, params: Mapping[str, Any] | None = None,
-            inputs: Mapping[str, Any] | None = None, label: str = "", workers: int | None = None,
-            executor: str = "local", registry: Any = None) -> int:
+    def run(
+        self,
+        protocol: str | type,
+        *,
+        params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        label: str = "",
+        workers: int | None = None,
+        executor: str = "local",
+        registry: Any = None,
+    ) -> int:
         """Create and execute a run in this process; returns the run id.
 
         ``inputs`` map input names to object ids or ``"RUN.output"`` references. Raises
@@ -126,7 +141,9 @@ class Project:
         """
         from .engine import create_run, execute_run
 
-        run_id = create_run(self, protocol, dict(params or {}), dict(inputs or {}), label=label, registry=registry)
+        run_id = create_run(
+            self, protocol, dict(params or {}), dict(inputs or {}), label=label, registry=registry
+        )
         status = execute_run(self, run_id, workers=workers, executor=executor, registry=registry)
         if status != "finished":
             from .engine.runs import run_row
@@ -139,18 +156,35 @@ class Project:
         from .engine.runs import materialise
 
         with db.read(self.engine) as conn:
-            rows = conn.execute(select(db.objects).where(db.objects.c.run_id == run_id).order_by(db.objects.c.id))
+            rows = conn.execute(
+                select(db.objects).where(db.objects.c.run_id == run_id).order_by(db.objects.c.id)
+            )
             return {r["name"]: materialise(self, dict(r)) for r in rows.mappings()}
 
     def tables(self) -> list[str]:
         return inspect(self.engine).get_table_names()
 
     # -- objects ------------------------------------------------------------
-    def add(self, obj: DataObject, *, run_id: int | None = None, name: str = "", label: str = "",
-            conn: Connection | None = None) -> int:
+    def add(
+        self,
+        obj: DataObject,
+        *,
+        run_id: int | None = None,
+        name: str = "",
+        label: str = "",
+        conn: Connection | None = None,
+    ) -> int:
         """Register a single typed object; returns its id. Its data version hashes its files."""
-        row = dict(run_id=run_id, name=name, kind=obj.kind, label=label, attrs_json=json.dumps(obj.to_attrs()),
-                   data_version=self._object_version(obj), count=1, created=time.time())
+        row = dict(
+            run_id=run_id,
+            name=name,
+            kind=obj.kind,
+            label=label,
+            attrs_json=json.dumps(obj.to_attrs()),
+            data_version=self._object_version(obj),
+            count=1,
+            created=time.time(),
+        )
         if conn is not None:
             return conn.execute(insert(db.objects).values(**row)).inserted_primary_key[0]
         with db.write(self.engine) as c:
@@ -162,9 +196,17 @@ class Project:
         h.update(file_version(obj.files()).encode())
         return h.hexdigest()
 
-    def create_set(self, kind: str, columns: Mapping[str, Any], *, run_id: int | None = None, name: str = "",
-                   label: str = "", attrs: Mapping[str, Any] | None = None,
-                   conn: Connection | None = None) -> EMSet:
+    def create_set(
+        self,
+        kind: str,
+        columns: Mapping[str, Any],
+        *,
+        run_id: int | None = None,
+        name: str = "",
+        label: str = "",
+        attrs: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
+    ) -> EMSet:
         """Create a set of ``kind`` from column arrays in one transaction (all or nothing)."""
         if kind not in SET_KINDS:
             raise ParamError("kind", f"unknown set kind {kind!r}; known: {list(SET_KINDS)}")
@@ -175,9 +217,17 @@ class Project:
             raise ParamError("id", "item ids must be unique")
 
         def _do(c: Connection) -> int:
-            oid = c.execute(insert(db.objects).values(
-                run_id=run_id, name=name, kind=kind, label=label, attrs_json=json.dumps(dict(attrs or {})),
-                count=n, created=time.time())).inserted_primary_key[0]
+            oid = c.execute(
+                insert(db.objects).values(
+                    run_id=run_id,
+                    name=name,
+                    kind=kind,
+                    label=label,
+                    attrs_json=json.dumps(dict(attrs or {})),
+                    count=n,
+                    created=time.time(),
+                )
+            ).inserted_primary_key[0]
             version = _sets.write_columns(c, oid, cols)
             _sets.set_count(c, oid, n, version)
             return oid
@@ -197,7 +247,11 @@ class Project:
 
     def object_row(self, object_id: int) -> dict[str, Any]:
         with db.read(self.engine) as conn:
-            row = conn.execute(select(db.objects).where(db.objects.c.id == int(object_id))).mappings().first()
+            row = (
+                conn.execute(select(db.objects).where(db.objects.c.id == int(object_id)))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFoundError(f"object {object_id}: no such object in {self.path}")
         return dict(row)
@@ -212,10 +266,19 @@ class Project:
     def delete_object(self, object_id: int) -> None:
         """Delete an object (and a set's items); refused while a run uses it as input."""
         with db.write(self.engine) as conn:
-            users = conn.execute(select(db.edges.c.run_id).where(
-                (db.edges.c.object_id == object_id) & (db.edges.c.direction == "in"))).scalars().all()
+            users = (
+                conn.execute(
+                    select(db.edges.c.run_id).where(
+                        (db.edges.c.object_id == object_id) & (db.edges.c.direction == "in")
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if users:
-                raise ProjectError(f"object {object_id}: used as input by run(s) {sorted(set(users))}")
+                raise ProjectError(
+                    f"object {object_id}: used as input by run(s) {sorted(set(users))}"
+                )
             conn.execute(delete(db.edges).where(db.edges.c.object_id == object_id))
             conn.execute(delete(db.set_columns).where(db.set_columns.c.object_id == object_id))
             conn.execute(delete(db.objects).where(db.objects.c.id == object_id))
@@ -224,8 +287,14 @@ class Project:
 class EMSet:
     """Handle on a set stored in a project: bulk column access, items, copies."""
 
-    def __init__(self, project: Project, object_id: int, *, kind: str | None = None,
-                 attrs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        object_id: int,
+        *,
+        kind: str | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
         self.project = project
         self.id = int(object_id)
         if kind is None:
@@ -257,11 +326,19 @@ class EMSet:
         with db.read(self.project.engine) as conn:
             return _sets.read_columns(conn, self.id, names or None)
 
-    def select(self, *, ids: Sequence[int] | np.ndarray | None = None,
-               where: Sequence[tuple[str, str, Any]] = (), columns: Sequence[str] | None = None
-               ) -> dict[str, np.ndarray]:
+    def select(
+        self,
+        *,
+        ids: Sequence[int] | np.ndarray | None = None,
+        where: Sequence[tuple[str, str, Any]] = (),
+        columns: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Columns of the items with these ids and/or satisfying ``where`` conditions."""
-        names = None if columns is None else list(dict.fromkeys(["id", *columns, *(w[0] for w in where)]))
+        names = (
+            None
+            if columns is None
+            else list(dict.fromkeys(["id", *columns, *(w[0] for w in where)]))
+        )
         cols = self.read(*names) if names else self.read()
         keep = _sets.filter_mask(cols, where)
         if ids is not None:
@@ -280,8 +357,11 @@ class EMSet:
         """Append items in bulk (one transaction); ids continue after the current maximum."""
         n, cols = _sets.normalise_columns(self.kind, columns)
         with db.write(self.project.engine) as conn:
-            row = conn.execute(select(db.objects.c.count, db.objects.c.data_version)
-                               .where(db.objects.c.id == self.id)).first()
+            row = conn.execute(
+                select(db.objects.c.count, db.objects.c.data_version).where(
+                    db.objects.c.id == self.id
+                )
+            ).first()
             if "id" not in cols:
                 start = int(_sets.read_columns(conn, self.id, ["id"])["id"].max(initial=0)) + 1
                 cols = {"id": np.arange(start, start + n, dtype=np.int64), **cols}
@@ -290,10 +370,18 @@ class EMSet:
             version = _sets.append_columns(conn, self.id, cols, row.data_version)
             _sets.set_count(conn, self.id, row.count + n, version)
 
-    def copy(self, changes: Mapping[str, Any] | None = None, *, ids: Sequence[int] | None = None,
-             where: Sequence[tuple[str, str, Any]] = (), run_id: int | None = None, name: str = "",
-             label: str = "", attrs: Mapping[str, Any] | None = None,
-             conn: Connection | None = None) -> EMSet:
+    def copy(
+        self,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        ids: Sequence[int] | None = None,
+        where: Sequence[tuple[str, str, Any]] = (),
+        run_id: int | None = None,
+        name: str = "",
+        label: str = "",
+        attrs: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
+    ) -> EMSet:
         """A new set with the same items (or a selection) and some columns replaced.
 
         Without a selection, unchanged columns are copied chunk by chunk inside SQLite; every
@@ -304,8 +392,9 @@ class EMSet:
         if ids is not None or where:
             cols = self.select(ids=ids, where=where)
             cols.update({k: np.asarray(v) for k, v in changes.items()})
-            return self.project.create_set(self.kind, cols, run_id=run_id, name=name, label=label,
-                                           attrs=new_attrs, conn=conn)
+            return self.project.create_set(
+                self.kind, cols, run_id=run_id, name=name, label=label, attrs=new_attrs, conn=conn
+            )
         n = len(self)
         _, changed = _sets.normalise_columns(self.kind, changes, fill_defaults=False)
         for k, v in changed.items():
@@ -313,10 +402,20 @@ class EMSet:
                 raise ParamError(k, f"has {len(v)} values for a set of {n} items")
 
         def _do(c: Connection) -> int:
-            src_version = c.execute(select(db.objects.c.data_version).where(db.objects.c.id == self.id)).scalar()
-            oid = c.execute(insert(db.objects).values(
-                run_id=run_id, name=name, kind=self.kind, label=label, attrs_json=json.dumps(new_attrs),
-                count=n, created=time.time())).inserted_primary_key[0]
+            src_version = c.execute(
+                select(db.objects.c.data_version).where(db.objects.c.id == self.id)
+            ).scalar()
+            oid = c.execute(
+                insert(db.objects).values(
+                    run_id=run_id,
+                    name=name,
+                    kind=self.kind,
+                    label=label,
+                    attrs_json=json.dumps(new_attrs),
+                    count=n,
+                    created=time.time(),
+                )
+            ).inserted_primary_key[0]
             _sets.copy_columns(c, self.id, oid, skip=changed)
             h = hashlib.blake2b(src_version.encode(), digest_size=16)
             h.update(_sets.write_columns(c, oid, changed).encode())
@@ -335,5 +434,8 @@ class EMSet:
     def set_attrs(self, **attrs: Any) -> None:
         self.attrs.update(attrs)
         with db.write(self.project.engine) as conn:
-            conn.execute(update(db.objects).where(db.objects.c.id == self.id)
-                         .values(attrs_json=json.dumps(self.attrs)))
+            conn.execute(
+                update(db.objects)
+                .where(db.objects.c.id == self.id)
+                .values(attrs_json=json.dumps(self.attrs))
+            )

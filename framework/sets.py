@@ -107,9 +107,14 @@ def _cast(col: Column, values: np.ndarray) -> np.ndarray:
             return values.astype(col.dtype, copy=False, casting="same_kind")
         cast = values.astype(col.dtype, copy=False, casting="unsafe")
     except (TypeError, ValueError) as exc:
-        raise ParamError(col.name, f"cannot store {values.dtype} values as {col.dtype}: {exc}") from None
+        raise ParamError(
+            col.name, f"cannot store {values.dtype} values as {col.dtype}: {exc}"
+        ) from None
     if values.dtype.kind not in "biu" and not np.array_equal(cast, values):
-        raise ParamError(col.name, f"needs whole numbers, got non-integer values such as {values[cast != values][0]!r}")
+        raise ParamError(
+            col.name,
+            f"needs whole numbers, got non-integer values such as {values[cast != values][0]!r}",
+        )
     return cast
 
 
@@ -171,8 +176,14 @@ def _insert_chunks(
         )
         conn.execute(
             insert(db.set_columns),
-            dict(object_id=object_id, column=name, chunk=_DICT_CHUNK, dtype="dict",
-                 n=len(dictionary), data=blob),
+            dict(
+                object_id=object_id,
+                column=name,
+                chunk=_DICT_CHUNK,
+                dtype="dict",
+                n=len(dictionary),
+                data=blob,
+            ),
         )
         hasher.update(name.encode() + blob)
         stored = codes
@@ -185,8 +196,16 @@ def _insert_chunks(
         # a constant chunk (defaults, a single voltage, ...) is stored as its one value
         data = part[:1].tobytes() if _constant(part) else part.tobytes()
         hasher.update(name.encode() + len(part).to_bytes(8, "little") + data)
-        rows.append(dict(object_id=object_id, column=name, chunk=first_chunk + k, dtype=tag,
-                         n=len(part), data=data))
+        rows.append(
+            dict(
+                object_id=object_id,
+                column=name,
+                chunk=first_chunk + k,
+                dtype=tag,
+                n=len(part),
+                data=data,
+            )
+        )
     if rows:
         conn.execute(insert(db.set_columns), rows)
 
@@ -234,7 +253,10 @@ def append_columns(
     if existing and existing != given:
         missing = sorted(existing - given)
         extra = sorted(given - existing)
-        raise ParamError("columns", f"appended columns differ from the set's: missing {missing}, unexpected {extra}")
+        raise ParamError(
+            "columns",
+            f"appended columns differ from the set's: missing {missing}, unexpected {extra}",
+        )
     columns = _match_stored_dtypes(conn, object_id, columns)
     hasher = hashlib.blake2b(previous_version.encode(), digest_size=16)
     first = _chunk_count(conn, object_id)
@@ -249,7 +271,9 @@ def _match_stored_dtypes(
     """Appended columns in the stored dtypes (ints widen to a float column); else ParamError."""
     c = db.set_columns.c
     stored = dict(
-        conn.execute(select(c.column, c.dtype).where(and_(c.object_id == object_id, c.chunk == 0))).all()
+        conn.execute(
+            select(c.column, c.dtype).where(and_(c.object_id == object_id, c.chunk == 0))
+        ).all()
     )
     out = dict(columns)
     for name, values in columns.items():
@@ -259,7 +283,9 @@ def _match_stored_dtypes(
         if tag != "str" and np.dtype(tag).kind == "f" and values.dtype.kind in "biu":
             out[name] = values.astype(np.dtype(tag))
             continue
-        raise ParamError(name, f"appended values are {_dtype_tag(values)}, the set's column holds {tag}")
+        raise ParamError(
+            name, f"appended values are {_dtype_tag(values)}, the set's column holds {tag}"
+        )
     return out
 
 
@@ -295,7 +321,9 @@ def read_columns(
             continue
         tags[name] = tag
         values = np.frombuffer(data, dtype=np.int32 if tag == "str" else np.dtype(tag))
-        parts[name].append(values if len(values) == n else np.full(n, values[0], dtype=values.dtype))
+        parts[name].append(
+            values if len(values) == n else np.full(n, values[0], dtype=values.dtype)
+        )
     missing = [name for name in wanted if name not in tags]
     if missing:
         raise ParamError("columns", f"the set has no column(s) {missing}")
@@ -303,12 +331,18 @@ def read_columns(
     for name in wanted:
         joined = np.concatenate(parts[name]) if len(parts[name]) > 1 else parts[name][0].copy()
         if tags[name] == "str":
-            joined = dictionaries[name][joined] if len(dictionaries.get(name, ())) else np.full(len(joined), "", dtype=object)
+            joined = (
+                dictionaries[name][joined]
+                if len(dictionaries.get(name, ()))
+                else np.full(len(joined), "", dtype=object)
+            )
         out[name] = joined
     return out
 
 
-def copy_columns(conn: Connection, source_id: int, target_id: int, skip: Iterable[str] = ()) -> None:
+def copy_columns(
+    conn: Connection, source_id: int, target_id: int, skip: Iterable[str] = ()
+) -> None:
     """Copy stored chunks of every column except ``skip`` from one set to another, in SQL.
 
     No value is decoded: this is how a protocol that rewrites images keeps every metadata
@@ -318,14 +352,22 @@ def copy_columns(conn: Connection, source_id: int, target_id: int, skip: Iterabl
     skipped = list(skip)
     src = select(
         literal(target_id).label("object_id"),
-        c.column, c.chunk, c.dtype, c.n, c.data,
+        c.column,
+        c.chunk,
+        c.dtype,
+        c.n,
+        c.data,
     ).where(and_(c.object_id == source_id, c.column.not_in(skipped)))
     conn.execute(
-        insert(db.set_columns).from_select(["object_id", "column", "chunk", "dtype", "n", "data"], src)
+        insert(db.set_columns).from_select(
+            ["object_id", "column", "chunk", "dtype", "n", "data"], src
+        )
     )
 
 
-def filter_mask(columns: Mapping[str, np.ndarray], where: Sequence[tuple[str, str, object]]) -> np.ndarray:
+def filter_mask(
+    columns: Mapping[str, np.ndarray], where: Sequence[tuple[str, str, object]]
+) -> np.ndarray:
     """Boolean mask of the items satisfying every ``(column, op, value)`` condition.
 
     ``op`` is one of ``== != < <= > >=``, or ``in`` with a list of values. Conditions are data,
@@ -344,12 +386,16 @@ def filter_mask(columns: Mapping[str, np.ndarray], where: Sequence[tuple[str, st
         elif op in FILTER_OPS:
             keep &= FILTER_OPS[op](columns[name], value)
         else:
-            raise ParamError("where", f"unknown operator {op!r}; use one of {sorted(FILTER_OPS)} or 'in'")
+            raise ParamError(
+                "where", f"unknown operator {op!r}; use one of {sorted(FILTER_OPS)} or 'in'"
+            )
     return keep
 
 
 def set_count(conn: Connection, object_id: int, count: int, version: str) -> None:
     """Record the item count and data version of a set's object row."""
     conn.execute(
-        update(db.objects).where(db.objects.c.id == object_id).values(count=count, data_version=version)
+        update(db.objects)
+        .where(db.objects.c.id == object_id)
+        .values(count=count, data_version=version)
     )

@@ -18,23 +18,37 @@ __all__ = ["main", "build_parser"]
 
 
 def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", "-P", default=os.environ.get("EMFORGE_PROJECT", "."),
-                   help="project folder (default: $EMFORGE_PROJECT or the current folder)")
+    p.add_argument(
+        "--project",
+        "-P",
+        default=os.environ.get("EMFORGE_PROJECT", "."),
+        help="project folder (default: $EMFORGE_PROJECT or the current folder)",
+    )
 
 
 def _params_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="a parameter value (JSON values allowed: -p shift=[1,0,0]); repeatable")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter value (JSON values allowed: -p shift=[1,0,0]); repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import _commands as c
 
-    parser = argparse.ArgumentParser(prog="emforge", description="cryo-EM / cryo-ET processing with provenance")
+    parser = argparse.ArgumentParser(
+        prog="emforge", description="cryo-EM / cryo-ET processing with provenance"
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    proj = sub.add_parser("project", help="create and inspect projects").add_subparsers(dest="action", required=True)
+    proj = sub.add_parser("project", help="create and inspect projects").add_subparsers(
+        dest="action", required=True
+    )
     p = proj.add_parser("init", help="create a project folder")
     p.add_argument("path")
     p.set_defaults(func=c.project_init)
@@ -45,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", nargs="?", default=".")
     p.set_defaults(func=c.project_list)
 
-    prot = sub.add_parser("protocols", help="list and describe protocols").add_subparsers(dest="action", required=True)
-    prot.add_parser("list", help="every protocol of every plugin").set_defaults(func=c.protocols_list)
+    prot = sub.add_parser("protocols", help="list and describe protocols").add_subparsers(
+        dest="action", required=True
+    )
+    prot.add_parser("list", help="every protocol of every plugin").set_defaults(
+        func=c.protocols_list
+    )
     p = prot.add_parser("describe", help="every param with type, default, units and help")
     p.add_argument("protocol")
     p.add_argument("--json", action="store_true", help="print the params JSON schema")
@@ -56,19 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("protocol")
     _project_arg(p)
     _params_args(p)
-    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=REF",
-                   help="an input: RUN.output (e.g. 1.volume) or an object id; repeat for multiple")
+    p.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=REF",
+        help="an input: RUN.output (e.g. 1.volume) or an object id; repeat for multiple",
+    )
     p.add_argument("--label", default="")
-    p.add_argument("--detach", action="store_true", help="run in a background process and return at once")
+    p.add_argument(
+        "--detach", action="store_true", help="run in a background process and return at once"
+    )
     _exec_args(p)
     p.set_defaults(func=c.run)
 
-    runs = sub.add_parser("runs", help="inspect and control runs").add_subparsers(dest="action", required=True)
-    for name, helptext in (("list", "runs with status, duration and outputs"), ("show", "everything about a run"),
-                           ("log", "a run's log"), ("why", "FRESH / STALE / MISSING, with causes"),
-                           ("resume", "continue a run, skipping fresh steps"), ("restart", "redo every step of a run"),
-                           ("rerun", "a new run from a run's recorded provenance"), ("delete", "delete runs"),
-                           ("edit", "change params of a recorded run (then: runs why / runs resume)")):
+    runs = sub.add_parser("runs", help="inspect and control runs").add_subparsers(
+        dest="action", required=True
+    )
+    for name, helptext in (
+        ("list", "runs with status, duration and outputs"),
+        ("show", "everything about a run"),
+        ("log", "a run's log"),
+        ("why", "FRESH / STALE / MISSING, with causes"),
+        ("resume", "continue a run, skipping fresh steps"),
+        ("restart", "redo every step of a run"),
+        ("rerun", "a new run from a run's recorded provenance"),
+        ("delete", "delete runs"),
+        ("edit", "change params of a recorded run (then: runs why / runs resume)"),
+    ):
         p = runs.add_parser(name, help=helptext)
         _project_arg(p)
         if name != "list":
@@ -79,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--detach", action="store_true")
             _exec_args(p)
         if name == "delete":
-            p.add_argument("--cascade", action="store_true", help="also delete the runs that depend on them")
+            p.add_argument(
+                "--cascade", action="store_true", help="also delete the runs that depend on them"
+            )
         p.set_defaults(func=getattr(c, f"runs_{name}"))
 
     p = sub.add_parser("provenance", help="lineage of a run or an object as a tree")
@@ -90,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the full record of the run as JSON")
     p.set_defaults(func=c.provenance)
 
-    tpl = sub.add_parser("template", help="run and export workflow templates").add_subparsers(dest="action", required=True)
+    tpl = sub.add_parser("template", help="run and export workflow templates").add_subparsers(
+        dest="action", required=True
+    )
     p = tpl.add_parser("run", help="run a template's nodes in order, skipping fresh ones")
     p.add_argument("file")
     _project_arg(p)
@@ -105,10 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = tpl.add_parser("schema", help="print the JSON schema of template files")
     p.set_defaults(func=c.template_schema)
 
-    plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(dest="action", required=True)
+    plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(
+        dest="action", required=True
+    )
     plugins.add_parser("list", help="plugins and their protocols").set_defaults(func=c.plugins_list)
-    plugins.add_parser("doctor", help="try to load every protocol; show every failure").set_defaults(func=c.plugins_doctor)
-    plugin = sub.add_parser("plugin", help="create a plugin").add_subparsers(dest="action", required=True)
+    plugins.add_parser(
+        "doctor", help="try to load every protocol; show every failure"
+    ).set_defaults(func=c.plugins_doctor)
+    plugin = sub.add_parser("plugin", help="create a plugin").add_subparsers(
+        dest="action", required=True
+    )
     p = plugin.add_parser("new", help="scaffold an installable plugin package")
     p.add_argument("name")
     p.add_argument("--dest", default=".")
@@ -120,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="file to write (.mrc for volumes, .star for sets)")
     p.set_defaults(func=c.export)
 
-    p = sub.add_parser("demo", help="create a demo project and run the demo workflow on generated data")
+    p = sub.add_parser(
+        "demo", help="create a demo project and run the demo workflow on generated data"
+    )
     p.add_argument("path", nargs="?", default="emforge-demo")
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=c.demo)
@@ -128,9 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: number of cores)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="parallel workers (default: number of cores)"
+    )
     p.add_argument("--executor", choices=("local", "inline", "dask"), default="local")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (with --executor dask)")
+    p.add_argument(
+        "--scheduler", default=None, help="Dask scheduler address (with --executor dask)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,7 +81,9 @@ def protocols_list(args: Any) -> int:
     reg = _registry()
     table = Table("protocol", "plugin", "description", box=None)
     for pid, entry in sorted(reg.protocols.items()):
-        table.add_row(pid, f"{entry.plugin} {entry.plugin_version}", entry.entry.label or entry.entry.help)
+        table.add_row(
+            pid, f"{entry.plugin} {entry.plugin_version}", entry.entry.label or entry.entry.help
+        )
     out.print(table)
     for prob in reg.problems:
         err.print(f"[yellow]plugin {prob.plugin}: {prob.error} (see 'emforge plugins doctor')[/]")
@@ -104,8 +106,10 @@ def plugins_list(args: Any) -> int:
     reg = _registry()
     for name, info in sorted(reg.plugins.items()):
         ids = sorted(pid for pid, e in reg.protocols.items() if e.plugin == name)
-        out.print(f"{name} {info.version}  ({info.distribution})  {len(ids)} protocol(s): {', '.join(ids)}",
-                  markup=False)
+        out.print(
+            f"{name} {info.version}  ({info.distribution})  {len(ids)} protocol(s): {', '.join(ids)}",
+            markup=False,
+        )
     for prob in reg.problems:
         out.print(f"{prob.plugin}  BROKEN: {prob.error}", markup=False)
     return 0
@@ -136,16 +140,30 @@ def _progress_runner(proj: Project, run_id: int, args: Any, *, resume: bool = Tr
 
     from ..engine import execute_run
 
-    with Progress(TextColumn("run {task.fields[run]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=err, transient=False,
-                  disable=not err.is_terminal) as bar:
+    with Progress(
+        TextColumn("run {task.fields[run]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    ) as bar:
         task = bar.add_task("", total=1.0, run=run_id)
 
         def on_progress(fraction: float, message: str, _status: dict[str, str]) -> None:
             bar.update(task, completed=fraction, description=message)
 
-        status = execute_run(proj, run_id, resume=resume, workers=args.workers, executor=args.executor,
-                             address=args.scheduler, on_progress=on_progress)
+        status = execute_run(
+            proj,
+            run_id,
+            resume=resume,
+            workers=args.workers,
+            executor=args.executor,
+            address=args.scheduler,
+            on_progress=on_progress,
+        )
     return status
 
 
@@ -156,11 +174,15 @@ def _finish_message(proj: Project, run_id: int, status: str) -> int:
     if status == "finished":
         outs = proj.outputs(run_id)
         names = ", ".join(f"{run_id}.{n}" for n in outs) or "none"
-        out.print(f"run {run_id} finished in {row['finished'] - row['started']:.2f} s; outputs: {names}")
+        out.print(
+            f"run {run_id} finished in {row['finished'] - row['started']:.2f} s; outputs: {names}"
+        )
         if row["summary"]:
             out.print(row["summary"], markup=False)
         return 0
-    err.print(f"run {run_id} {status}: {row['error']}  (log: emforge runs log {run_id})", markup=False)
+    err.print(
+        f"run {run_id} {status}: {row['error']}  (log: emforge runs log {run_id})", markup=False
+    )
     return 1
 
 
@@ -168,15 +190,30 @@ def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
     from ..engine.runs import run_row
 
     workdir = Path(run_row(proj, run_id)["workdir"])
-    cmd = [sys.executable, "-m", "emforge.engine.launch", str(proj.path), str(run_id), "--mode", mode,
-           "--executor", args.executor]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emforge.engine.launch",
+        str(proj.path),
+        str(run_id),
+        "--mode",
+        mode,
+        "--executor",
+        args.executor,
+    ]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.scheduler:
         cmd += ["--scheduler", args.scheduler]
     with open(workdir / "logs" / "stdout.log", "ab") as log:
-        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                         close_fds=True)
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
     out.print(f"run {run_id} started in the background; follow it with: emforge runs show {run_id}")
     return 0
 
@@ -185,8 +222,14 @@ def run(args: Any) -> int:
     from ..engine import create_run
 
     proj = _open(args)
-    run_id = create_run(proj, args.protocol, _kv(args.param, "--param"), _kv(args.input, "--input"),
-                        label=args.label, registry=_registry())
+    run_id = create_run(
+        proj,
+        args.protocol,
+        _kv(args.param, "--param"),
+        _kv(args.input, "--input"),
+        label=args.label,
+        registry=_registry(),
+    )
     if args.detach:
         return _detach(proj, run_id, args)
     return _finish_message(proj, run_id, _progress_runner(proj, run_id, args))
@@ -197,8 +240,15 @@ def runs_list(args: Any) -> int:
 
     table = Table("id", "protocol", "status", "progress", "duration", "outputs", "label", box=None)
     for r in run_rows(_open(args)):
-        table.add_row(str(r["id"]), r["protocol_id"], r["shown_status"], f"{100 * (r['progress'] or 0):.0f}%",
-                      r["duration"], r["outputs"], r["label"])
+        table.add_row(
+            str(r["id"]),
+            r["protocol_id"],
+            r["shown_status"],
+            f"{100 * (r['progress'] or 0):.0f}%",
+            r["duration"],
+            r["outputs"],
+            r["label"],
+        )
     out.print(table)
     return 0
 
@@ -234,8 +284,10 @@ def runs_edit(args: Any) -> int:
     from ..engine.listing import edit_params
 
     changed = edit_params(_open(args), args.run, _kv(args.param, "--param"), registry=_registry())
-    out.print(f"run {args.run}: params updated ({', '.join(changed) or 'no change'}); "
-              f"'emforge runs why {args.run}' tells what is stale")
+    out.print(
+        f"run {args.run}: params updated ({', '.join(changed) or 'no change'}); "
+        f"'emforge runs why {args.run}' tells what is stale"
+    )
     return 0
 
 
@@ -311,10 +363,18 @@ def template_run(args: Any) -> int:
         word = {"fresh": "skipped (fresh)"}.get(what, what)
         out.print(f"  {node}: run {run_id} {word}")
 
-    runs = run_template(proj, tpl, registry=_registry(), workers=args.workers, executor=args.executor,
-                        on_event=event)
-    out.print(f"template done in {time.perf_counter() - t0:.1f} s: "
-              + ", ".join(f"{k}=run {v}" for k, v in runs.items()))
+    runs = run_template(
+        proj,
+        tpl,
+        registry=_registry(),
+        workers=args.workers,
+        executor=args.executor,
+        on_event=event,
+    )
+    out.print(
+        f"template done in {time.perf_counter() - t0:.1f} s: "
+        + ", ".join(f"{k}=run {v}" for k, v in runs.items())
+    )
     return 0
 
 
@@ -352,5 +412,3 @@ def demo(args: Any) -> int:
 
     run_demo(Path(args.path), workers=args.workers, echo=out.print)
     return 0
-
-

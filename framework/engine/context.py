@@ -80,22 +80,54 @@ class StepContext:
     def output(self, name: str, obj: DataObject, *, label: str = "") -> None:
         """Register a single typed object (Volume, VolumeMask, FSC, ...) as output ``name``."""
         if not isinstance(obj, DataObject):
-            raise TypeError(f"output {name!r}: expected a typed emforge object, got {type(obj).__name__}")
+            raise TypeError(
+                f"output {name!r}: expected a typed emforge object, got {type(obj).__name__}"
+            )
         self.registrations.append({"type": "object", "name": name, "object": obj, "label": label})
 
-    def output_set(self, name: str, kind: str, columns: dict[str, Any], *, attrs: dict[str, Any] | None = None,
-                   label: str = "") -> None:
+    def output_set(
+        self,
+        name: str,
+        kind: str,
+        columns: dict[str, Any],
+        *,
+        attrs: dict[str, Any] | None = None,
+        label: str = "",
+    ) -> None:
         """Register a new set built from column arrays."""
         cols = {k: np.asarray(v) for k, v in columns.items()}
-        self.registrations.append({"type": "set", "name": name, "kind": kind, "columns": cols,
-                                   "attrs": dict(attrs or {}), "label": label})
+        self.registrations.append(
+            {
+                "type": "set",
+                "name": name,
+                "kind": kind,
+                "columns": cols,
+                "attrs": dict(attrs or {}),
+                "label": label,
+            }
+        )
 
-    def output_set_copy(self, name: str, source_id: int, changes: dict[str, Any] | None = None, *,
-                        attrs: dict[str, Any] | None = None, label: str = "") -> None:
+    def output_set_copy(
+        self,
+        name: str,
+        source_id: int,
+        changes: dict[str, Any] | None = None,
+        *,
+        attrs: dict[str, Any] | None = None,
+        label: str = "",
+    ) -> None:
         """Register a copy of set ``source_id`` with some columns replaced (metadata kept)."""
         cols = {k: np.asarray(v) for k, v in (changes or {}).items()}
-        self.registrations.append({"type": "set_copy", "name": name, "source_id": int(source_id),
-                                   "changes": cols, "attrs": dict(attrs or {}), "label": label})
+        self.registrations.append(
+            {
+                "type": "set_copy",
+                "name": name,
+                "source_id": int(source_id),
+                "changes": cols,
+                "attrs": dict(attrs or {}),
+                "label": label,
+            }
+        )
 
 
 @dataclass
@@ -114,5 +146,9 @@ def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
     if result is None:
         result = {}
     if not isinstance(result, dict):
-        raise TypeError(f"step {ctx.step!r} returned {type(result).__name__}; a step returns a dict or None")
-    return StepOutcome(result=result, registrations=ctx.registrations, seconds=time.perf_counter() - t0)
+        raise TypeError(
+            f"step {ctx.step!r} returned {type(result).__name__}; a step returns a dict or None"
+        )
+    return StepOutcome(
+        result=result, registrations=ctx.registrations, seconds=time.perf_counter() - t0
+    )

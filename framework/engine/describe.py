@@ -27,7 +27,13 @@ def _type_name(spec: dict[str, Any], defs: dict[str, Any]) -> str:
         return f"list[{item}]{'×' + size if size else ''}"
     if spec.get("format") == "path":
         return "path"
-    return {"number": "float", "integer": "int", "boolean": "bool", "string": "str", "null": "none"}.get(t, t)
+    return {
+        "number": "float",
+        "integer": "int",
+        "boolean": "bool",
+        "string": "str",
+        "null": "none",
+    }.get(t, t)
 
 
 def param_rows(cls: type[Protocol]) -> list[dict[str, Any]]:
@@ -36,13 +42,24 @@ def param_rows(cls: type[Protocol]) -> list[dict[str, Any]]:
     defs = schema.get("$defs", {})
     rows = []
     for name, spec in schema.get("properties", {}).items():
-        bounds = ", ".join(f"{k} {spec[k]}" for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
-                           if k in spec)
-        rows.append({
-            "name": name, "type": _type_name(spec, defs), "default": spec.get("default"),
-            "unit": spec.get("unit", ""), "help": spec.get("description", ""), "section": spec.get("section", ""),
-            "level": spec.get("level", "normal"), "bounds": bounds, "shown_when": spec.get("shown_when"),
-        })
+        bounds = ", ".join(
+            f"{k} {spec[k]}"
+            for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
+            if k in spec
+        )
+        rows.append(
+            {
+                "name": name,
+                "type": _type_name(spec, defs),
+                "default": spec.get("default"),
+                "unit": spec.get("unit", ""),
+                "help": spec.get("description", ""),
+                "section": spec.get("section", ""),
+                "level": spec.get("level", "normal"),
+                "bounds": bounds,
+                "shown_when": spec.get("shown_when"),
+            }
+        )
     return rows
 
 
@@ -54,8 +71,14 @@ def describe_lines(cls: type[Protocol]) -> list[str]:
     if cls.inputs:
         lines.append("inputs:")
         for name, spec in cls.inputs.items():
-            flags = ", ".join(x for x in ("optional" if spec.optional else "", "multiple" if spec.multiple else "") if x)
-            lines.append(f"  {name}: {' | '.join(spec.kinds)}{' (' + flags + ')' if flags else ''} — {spec.help}")
+            flags = ", ".join(
+                x
+                for x in ("optional" if spec.optional else "", "multiple" if spec.multiple else "")
+                if x
+            )
+            lines.append(
+                f"  {name}: {' | '.join(spec.kinds)}{' (' + flags + ')' if flags else ''} — {spec.help}"
+            )
     if cls.outputs:
         lines.append("outputs:")
         for name, spec in cls.outputs.items():

@@ -97,8 +97,11 @@ class _Heartbeat(threading.Thread):
         frac, msg = self.progress
         try:
             with db.write(self.project.engine) as conn:
-                conn.execute(update(db.runs).where(db.runs.c.id == self.run_id)
-                             .values(heartbeat=time.time(), progress=frac, progress_message=msg))
+                conn.execute(
+                    update(db.runs)
+                    .where(db.runs.c.id == self.run_id)
+                    .values(heartbeat=time.time(), progress=frac, progress_message=msg)
+                )
         except Exception:  # a missed beat is harmless; the next one retries
             pass
 
@@ -108,8 +111,13 @@ class _Heartbeat(threading.Thread):
 
 
 def _outputs_intact(conn: Connection, run_id: int, step: str) -> bool:
-    rows = conn.execute(select(db.objects).where((db.objects.c.run_id == run_id) & (db.objects.c.step == step))
-                        ).mappings().all()
+    rows = (
+        conn.execute(
+            select(db.objects).where((db.objects.c.run_id == run_id) & (db.objects.c.step == step))
+        )
+        .mappings()
+        .all()
+    )
     for row in rows:
         attrs = json.loads(row["attrs_json"])
         if row["kind"].startswith("SetOf"):
@@ -122,7 +130,9 @@ def _outputs_intact(conn: Connection, run_id: int, step: str) -> bool:
     return True
 
 
-def _register(conn: Connection, project: Project, run_id: int, step: str, reg: dict[str, Any]) -> None:
+def _register(
+    conn: Connection, project: Project, run_id: int, step: str, reg: dict[str, Any]
+) -> None:
     """Write one registration; an output redone keeps its object id (downstream edges)."""
     o = db.objects.c
     old = conn.execute(select(o.id).where((o.run_id == run_id) & (o.name == reg["name"]))).scalar()
@@ -130,47 +140,104 @@ def _register(conn: Connection, project: Project, run_id: int, step: str, reg: d
         conn.execute(delete(db.set_columns).where(db.set_columns.c.object_id == old))
     if reg["type"] == "object":
         obj = reg["object"]
-        values = dict(kind=obj.kind, attrs_json=json.dumps(obj.to_attrs()), data_version=project._object_version(obj),
-                      count=1, label=reg["label"], step=step, created=time.time())
+        values = dict(
+            kind=obj.kind,
+            attrs_json=json.dumps(obj.to_attrs()),
+            data_version=project._object_version(obj),
+            count=1,
+            label=reg["label"],
+            step=step,
+            created=time.time(),
+        )
         if old is None:
-            old = conn.execute(insert(db.objects).values(run_id=run_id, name=reg["name"], **values)).inserted_primary_key[0]
+            old = conn.execute(
+                insert(db.objects).values(run_id=run_id, name=reg["name"], **values)
+            ).inserted_primary_key[0]
         else:
             conn.execute(update(db.objects).where(o.id == old).values(**values))
     else:
         if reg["type"] == "set":
-            handle = project.create_set(reg["kind"], reg["columns"], run_id=run_id, name=reg["name"],
-                                        label=reg["label"], attrs=reg["attrs"], conn=conn)
+            handle = project.create_set(
+                reg["kind"],
+                reg["columns"],
+                run_id=run_id,
+                name=reg["name"],
+                label=reg["label"],
+                attrs=reg["attrs"],
+                conn=conn,
+            )
         else:
             from ..project import EMSet
 
-            handle = EMSet(project, reg["source_id"]).copy(reg["changes"], run_id=run_id, name=reg["name"],
-                                                           label=reg["label"], attrs=reg["attrs"], conn=conn)
+            handle = EMSet(project, reg["source_id"]).copy(
+                reg["changes"],
+                run_id=run_id,
+                name=reg["name"],
+                label=reg["label"],
+                attrs=reg["attrs"],
+                conn=conn,
+            )
         conn.execute(update(db.objects).where(o.id == handle.id).values(step=step))
         if old is not None:  # move the new content under the old id, keeping downstream links
             row = conn.execute(select(db.objects).where(o.id == handle.id)).mappings().one()
-            conn.execute(update(db.set_columns).where(db.set_columns.c.object_id == handle.id).values(object_id=old))
-            conn.execute(update(db.objects).where(o.id == old).values(
-                kind=row["kind"], attrs_json=row["attrs_json"], data_version=row["data_version"],
-                count=row["count"], label=row["label"], step=step, created=row["created"]))
+            conn.execute(
+                update(db.set_columns)
+                .where(db.set_columns.c.object_id == handle.id)
+                .values(object_id=old)
+            )
+            conn.execute(
+                update(db.objects)
+                .where(o.id == old)
+                .values(
+                    kind=row["kind"],
+                    attrs_json=row["attrs_json"],
+                    data_version=row["data_version"],
+                    count=row["count"],
+                    label=row["label"],
+                    step=step,
+                    created=row["created"],
+                )
+            )
             conn.execute(delete(db.objects).where(o.id == handle.id))
         else:
             old = handle.id
     version = conn.execute(select(o.data_version).where(o.id == old)).scalar()
-    conn.execute(delete(db.edges).where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "out")
-                                        & (db.edges.c.name == reg["name"])))
-    conn.execute(insert(db.edges).values(run_id=run_id, object_id=old, direction="out", name=reg["name"],
-                                         data_version=version))
+    conn.execute(
+        delete(db.edges).where(
+            (db.edges.c.run_id == run_id)
+            & (db.edges.c.direction == "out")
+            & (db.edges.c.name == reg["name"])
+        )
+    )
+    conn.execute(
+        insert(db.edges).values(
+            run_id=run_id, object_id=old, direction="out", name=reg["name"], data_version=version
+        )
+    )
 
 
 class _Scheduler:
     """Runs the steps of one run on an executor and records every transition."""
 
-    def __init__(self, project: Project, loaded: LoadedRun, steps: list[Step], keys: dict[str, str],
-                 executor: Executor, heartbeat: _Heartbeat, on_progress: Callable[..., None] | None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        loaded: LoadedRun,
+        steps: list[Step],
+        keys: dict[str, str],
+        executor: Executor,
+        heartbeat: _Heartbeat,
+        on_progress: Callable[..., None] | None,
+    ) -> None:
         self.project, self.loaded, self.executor = project, loaded, executor
         self.run_id = loaded.row["id"]
         self.workdir = Path(loaded.row["workdir"])
-        self.steps, self.keys, self.heartbeat, self.on_progress = steps, keys, heartbeat, on_progress
+        self.steps, self.keys, self.heartbeat, self.on_progress = (
+            steps,
+            keys,
+            heartbeat,
+            on_progress,
+        )
         self.status: dict[str, str] = {}
         self.fraction: dict[str, float] = {}
         self.running: dict[str, Any] = {}
@@ -182,14 +249,22 @@ class _Scheduler:
 
     def _set_step(self, name: str, **values: Any) -> None:
         with db.write(self.project.engine) as conn:
-            conn.execute(update(db.steps).where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name))
-                         .values(**values))
+            conn.execute(
+                update(db.steps)
+                .where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name))
+                .values(**values)
+            )
 
-    def report(self, step: str | None = None, fraction: float | None = None, message: str = "") -> None:
+    def report(
+        self, step: str | None = None, fraction: float | None = None, message: str = ""
+    ) -> None:
         if step is not None and fraction is not None:
             self.fraction[step] = fraction
         total = len(self.steps) or 1
-        done = sum(1.0 if self.status.get(s.name) in DONE else self.fraction.get(s.name, 0.0) for s in self.steps)
+        done = sum(
+            1.0 if self.status.get(s.name) in DONE else self.fraction.get(s.name, 0.0)
+            for s in self.steps
+        )
         overall = done / total
         self.heartbeat.progress = (overall, message)
         if self.on_progress is not None:
@@ -198,31 +273,53 @@ class _Scheduler:
     def prepare(self, resume: bool) -> None:
         """Create/refresh step rows; mark fresh steps ``skipped`` when resuming."""
         with db.write(self.project.engine) as conn:
-            existing = {r["name"]: dict(r) for r in conn.execute(
-                select(db.steps).where(db.steps.c.run_id == self.run_id)).mappings()}
+            existing = {
+                r["name"]: dict(r)
+                for r in conn.execute(
+                    select(db.steps).where(db.steps.c.run_id == self.run_id)
+                ).mappings()
+            }
             for idx, s in enumerate(self.steps):
                 old = existing.get(s.name)
-                fresh = (resume and old is not None and old["status"] in DONE and old["key"] == self.keys[s.name]
-                         and _outputs_intact(conn, self.run_id, s.name))
+                fresh = (
+                    resume
+                    and old is not None
+                    and old["status"] in DONE
+                    and old["key"] == self.keys[s.name]
+                    and _outputs_intact(conn, self.run_id, s.name)
+                )
                 status = "skipped" if fresh else "new"
                 self.status[s.name] = status
-                values = dict(idx=idx, key=self.keys[s.name] if fresh else (old or {}).get("key", ""),
-                              status=status, deps_json=json.dumps(list(s.deps)), error=None)
+                values = dict(
+                    idx=idx,
+                    key=self.keys[s.name] if fresh else (old or {}).get("key", ""),
+                    status=status,
+                    deps_json=json.dumps(list(s.deps)),
+                    error=None,
+                )
                 if old is None:
                     conn.execute(insert(db.steps).values(run_id=self.run_id, name=s.name, **values))
                 else:
-                    conn.execute(update(db.steps).where(db.steps.c.id == old["id"]).values(**values))
+                    conn.execute(
+                        update(db.steps).where(db.steps.c.id == old["id"]).values(**values)
+                    )
             stale = set(existing) - {s.name for s in self.steps}
             if stale:
-                conn.execute(delete(db.steps).where((db.steps.c.run_id == self.run_id)
-                                                    & (db.steps.c.name.in_(stale))))
+                conn.execute(
+                    delete(db.steps).where(
+                        (db.steps.c.run_id == self.run_id) & (db.steps.c.name.in_(stale))
+                    )
+                )
         skipped = [n for n, st in self.status.items() if st == "skipped"]
         if skipped:
             self.log(f"skipped (fresh): {', '.join(skipped)}")
 
     def _ready(self) -> list[Step]:
-        return [s for s in self.steps if self.status[s.name] == "new"
-                and all(self.status[d] in DONE for d in s.deps)]
+        return [
+            s
+            for s in self.steps
+            if self.status[s.name] == "new" and all(self.status[d] in DONE for d in s.deps)
+        ]
 
     def _submit(self, s: Step) -> None:
         self.status[s.name] = "running"
@@ -238,8 +335,11 @@ class _Scheduler:
         except EmforgeError as exc:
             return self._fail(name, str(exc), str(exc))
         except Exception as exc:
-            return self._fail(name, f"{type(exc).__name__}: {exc}",
-                              "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            return self._fail(
+                name,
+                f"{type(exc).__name__}: {exc}",
+                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            )
         declared = next(s for s in self.steps if s.name == name).outputs
         missing = [o for o in declared if o not in {r["name"] for r in outcome.registrations}]
         if missing:
@@ -247,9 +347,18 @@ class _Scheduler:
         with db.write(self.project.engine) as conn:
             for reg in outcome.registrations:
                 _register(conn, self.project, self.run_id, name, reg)
-            conn.execute(update(db.steps).where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name)).values(
-                status="finished", finished=time.time(), key=self.keys[name], error=None,
-                result_json=json.dumps(outcome.result, default=str), executions=db.steps.c.executions + 1))
+            conn.execute(
+                update(db.steps)
+                .where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name))
+                .values(
+                    status="finished",
+                    finished=time.time(),
+                    key=self.keys[name],
+                    error=None,
+                    result_json=json.dumps(outcome.result, default=str),
+                    executions=db.steps.c.executions + 1,
+                )
+            )
         self.status[name] = "finished"
         self.log(f"{name}: finished in {outcome.seconds:.2f} s")
         self.report(name, 1.0, f"{name} finished")
@@ -257,8 +366,13 @@ class _Scheduler:
     def _fail(self, name: str, message: str, trace: str) -> None:
         self.status[name] = "failed"
         self.failed = self.failed or f"step {name}: {message}"
-        self._set_step(name, status="failed", finished=time.time(), error=message,
-                       executions=db.steps.c.executions + 1)
+        self._set_step(
+            name,
+            status="failed",
+            finished=time.time(),
+            error=message,
+            executions=db.steps.c.executions + 1,
+        )
         self.log(f"{name}: FAILED: {message}\n{trace}")
 
     def loop(self) -> None:
@@ -285,10 +399,18 @@ class _Scheduler:
         # its handle is stored in ``self.running``
         for name in [n for n, st in self.status.items() if st == "running"]:
             self.status[name] = "aborted"
-            with db.write(self.project.engine) as conn:  # a step whose finish committed stays finished
-                conn.execute(update(db.steps).where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name)
-                                                    & (db.steps.c.status == "running"))
-                             .values(status="aborted", finished=time.time(), error="aborted"))
+            with db.write(
+                self.project.engine
+            ) as conn:  # a step whose finish committed stays finished
+                conn.execute(
+                    update(db.steps)
+                    .where(
+                        (db.steps.c.run_id == self.run_id)
+                        & (db.steps.c.name == name)
+                        & (db.steps.c.status == "running")
+                    )
+                    .values(status="aborted", finished=time.time(), error="aborted")
+                )
         self.running.clear()
 
 
@@ -300,42 +422,81 @@ def _wants_parallel(steps: list[Step], todo: set[str]) -> bool:
     return len(levels) != len(set(levels))
 
 
-def execute_run(project: Project, run_id: int, *, resume: bool = True, workers: int | None = None,
-                executor: str = "local", address: str | None = None, registry: Any = None,
-                on_progress: Callable[..., None] | None = None) -> str:
+def execute_run(
+    project: Project,
+    run_id: int,
+    *,
+    resume: bool = True,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    registry: Any = None,
+    on_progress: Callable[..., None] | None = None,
+) -> str:
     """Run (or resume) a recorded run to its end; returns its final status."""
     loaded = load_run(project, run_id, registry=registry)
     cls = loaded.info.cls
     if effective_status(loaded.row) == "running":
-        raise EmforgeError(f"run {run_id}: already running (pid {loaded.row['pid']} on {loaded.row['host']})")
+        raise EmforgeError(
+            f"run {run_id}: already running (pid {loaded.row['pid']} on {loaded.row['host']})"
+        )
     steps = toposort(loaded.instance.steps())
     external = external_versions(loaded.instance)
     params = params_dict(loaded.instance.params)
-    keys = step_keys(cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps)
+    keys = step_keys(
+        cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
+    )
     now = time.time()
     with db.write(project.engine) as conn:
-        conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(
-            status="running", pid=os.getpid(), host=socket.gethostname(), heartbeat=now, started=now,
-            finished=None, error=None, progress=0.0, progress_message="", protocol_version=str(cls.version),
-            plugin_version=str(loaded.info.plugin_version), executed_params_json=canonical_json(params),
-            external_json=json.dumps(external)))
+        conn.execute(
+            update(db.runs)
+            .where(db.runs.c.id == run_id)
+            .values(
+                status="running",
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                heartbeat=now,
+                started=now,
+                finished=None,
+                error=None,
+                progress=0.0,
+                progress_message="",
+                protocol_version=str(cls.version),
+                plugin_version=str(loaded.info.plugin_version),
+                executed_params_json=canonical_json(params),
+                external_json=json.dumps(external),
+            )
+        )
         for name, version in loaded.current_versions.items():
-            conn.execute(update(db.edges).where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in")
-                                                & (db.edges.c.name == name)).values(data_version=version))
+            conn.execute(
+                update(db.edges)
+                .where(
+                    (db.edges.c.run_id == run_id)
+                    & (db.edges.c.direction == "in")
+                    & (db.edges.c.name == name)
+                )
+                .values(data_version=version)
+            )
     heartbeat = _Heartbeat(project, run_id)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     scheduler = _Scheduler(project, loaded, steps, keys, None, heartbeat, on_progress)  # type: ignore[arg-type]
     scheduler.prepare(resume)
     todo = {n for n, st in scheduler.status.items() if st == "new"}
     kind = executor if (executor != "local" or _wants_parallel(steps, todo)) else "inline"
-    scheduler.executor = make_executor(kind, workers=n_workers, address=address,
-                                       progress_sink=lambda _r, s, f, m: scheduler.report(s, f, m))
+    scheduler.executor = make_executor(
+        kind,
+        workers=n_workers,
+        address=address,
+        progress_sink=lambda _r, s, f, m: scheduler.report(s, f, m),
+    )
     final, error = "finished", None
     wisdom = _load_fft_wisdom()
     handlers = _install_abort_handlers()
     heartbeat.start()
     try:
-        scheduler.log(f"run {run_id} ({cls.id} v{cls.version}) on {kind} executor, {len(todo)} step(s) to run")
+        scheduler.log(
+            f"run {run_id} ({cls.id} v{cls.version}) on {kind} executor, {len(todo)} step(s) to run"
+        )
         scheduler.loop()
         if scheduler.failed:
             final, error = "failed", scheduler.failed
@@ -351,9 +512,19 @@ def execute_run(project: Project, run_id: int, *, resume: bool = True, workers: 
     _save_fft_wisdom(wisdom)
     summary = _summary(project, loaded, final)
     with db.write(project.engine) as conn:
-        conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(
-            status=final, finished=time.time(), error=error, heartbeat=time.time(), summary=summary,
-            progress=1.0 if final == "finished" else heartbeat.progress[0], progress_message=heartbeat.progress[1]))
+        conn.execute(
+            update(db.runs)
+            .where(db.runs.c.id == run_id)
+            .values(
+                status=final,
+                finished=time.time(),
+                error=error,
+                heartbeat=time.time(),
+                summary=summary,
+                progress=1.0 if final == "finished" else heartbeat.progress[0],
+                progress_message=heartbeat.progress[1],
+            )
+        )
     scheduler.log(f"run {run_id}: {final}" + (f" ({error})" if error else ""))
     return final
 
@@ -365,10 +536,16 @@ def _summary(project: Project, loaded: LoadedRun, final: str) -> str:
 
     run_id = loaded.row["id"]
     with db.read(project.engine) as conn:
-        outs = {r["name"]: materialise(project, dict(r)) for r in conn.execute(
-            select(db.objects).where(db.objects.c.run_id == run_id)).mappings()}
-        results = {r["name"]: json.loads(r["result_json"]) for r in conn.execute(
-            select(db.steps).where(db.steps.c.run_id == run_id)).mappings()}
+        outs = {
+            r["name"]: materialise(project, dict(r))
+            for r in conn.execute(
+                select(db.objects).where(db.objects.c.run_id == run_id)
+            ).mappings()
+        }
+        results = {
+            r["name"]: json.loads(r["result_json"])
+            for r in conn.execute(select(db.steps).where(db.steps.c.run_id == run_id)).mappings()
+        }
     try:
         return loaded.instance.summary(outs, results) or ""
     except Exception as exc:  # a broken summary must not fail a finished run
@@ -408,12 +585,18 @@ def reset_run(project: Project, run_id: int) -> None:
     """Forget a run's steps (``runs restart``): every step is redone on the next execute."""
     with db.write(project.engine) as conn:
         conn.execute(delete(db.steps).where(db.steps.c.run_id == run_id))
-        conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(status="new", error=None, progress=0.0))
+        conn.execute(
+            update(db.runs)
+            .where(db.runs.c.id == run_id)
+            .values(status="new", error=None, progress=0.0)
+        )
 
 
 def outputs_of(project: Project, run_id: int) -> dict[str, dict[str, Any]]:
     with db.read(project.engine) as conn:
-        return {r["name"]: dict(r) for r in conn.execute(
-            select(db.objects).where(db.objects.c.run_id == run_id).order_by(db.objects.c.id)).mappings()}
-
-
+        return {
+            r["name"]: dict(r)
+            for r in conn.execute(
+                select(db.objects).where(db.objects.c.run_id == run_id).order_by(db.objects.c.id)
+            ).mappings()
+        }

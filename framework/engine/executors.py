@@ -107,7 +107,9 @@ class ProcessExecutor(Executor):
         ctx = mp.get_context("fork")
         self.workers = max(1, int(workers))
         self._queue = ctx.Queue()
-        self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self._queue, os.getpid()))
+        self._pool = ctx.Pool(
+            self.workers, initializer=_init_worker, initargs=(self._queue, os.getpid())
+        )
 
     def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
         handle = self._pool.apply_async(call_step, (fn, ctx, args))
@@ -143,13 +145,17 @@ class DaskExecutor(Executor):
         except ImportError as exc:  # pragma: no cover - depends on the install
             from ..errors import ParamError
 
-            raise ParamError("executor", f"dask needs the 'distributed' package ({exc}); pip install 'emforge[dask]'") from None
+            raise ParamError(
+                "executor",
+                f"dask needs the 'distributed' package ({exc}); pip install 'emforge[dask]'",
+            ) from None
         self._own_cluster = None
         if address:
             self._client = Client(address)
         else:
-            self._own_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None)
+            self._own_cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
             self._client = Client(self._own_cluster)
         self.workers = len(self._client.scheduler_info().get("workers", {})) or workers
         self._futures: list[Any] = []
@@ -168,7 +174,9 @@ class DaskExecutor(Executor):
             self._own_cluster.close()
 
 
-def make_executor(kind: str, *, workers: int, address: str | None = None, progress_sink: Any = None) -> Executor:
+def make_executor(
+    kind: str, *, workers: int, address: str | None = None, progress_sink: Any = None
+) -> Executor:
     """An executor by name: ``inline``, ``local`` (processes) or ``dask``."""
     if kind == "inline" or (kind == "local" and workers <= 1):
         return InlineExecutor(progress_sink)

@@ -66,20 +66,27 @@ def toposort(steps: Sequence[Step]) -> list[Step]:
     return order
 
 
-def step_keys(protocol_id: str, version: str, params: dict[str, Any], input_versions: dict[str, Any],
-              steps: Sequence[Step]) -> dict[str, str]:
+def step_keys(
+    protocol_id: str,
+    version: str,
+    params: dict[str, Any],
+    input_versions: dict[str, Any],
+    steps: Sequence[Step],
+) -> dict[str, str]:
     """The key of every step (see module docstring)."""
     keys: dict[str, str] = {}
     inputs_json = canonical_json(input_versions)
     for s in toposort(steps):
         used = params if s.uses is None else {k: params[k] for k in s.uses}
-        payload = canonical_json({
-            "protocol": protocol_id,
-            "version": version,
-            "step": s.name,
-            "params": used,
-            "inputs": inputs_json,
-            "deps": sorted(keys[d] for d in s.deps),
-        })
+        payload = canonical_json(
+            {
+                "protocol": protocol_id,
+                "version": version,
+                "step": s.name,
+                "params": used,
+                "inputs": inputs_json,
+                "deps": sorted(keys[d] for d in s.deps),
+            }
+        )
         keys[s.name] = hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
     return keys

@@ -25,8 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scheduler", default=None)
     args = p.parse_args(argv)
     try:
-        status = execute_run(Project.open(args.project), args.run, resume=args.mode == "resume",
-                             workers=args.workers, executor=args.executor, address=args.scheduler)
+        status = execute_run(
+            Project.open(args.project),
+            args.run,
+            resume=args.mode == "resume",
+            workers=args.workers,
+            executor=args.executor,
+            address=args.scheduler,
+        )
     except EmforgeError as exc:
         print(f"emforge: error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,15 @@ from .execute import effective_status
 from .keys import canonical_json, params_dict
 from .runs import create_run, load_run, materialise, parse_params, run_row
 
-__all__ = ["run_rows", "show_lines", "edit_params", "rerun", "delete_runs", "dependents", "export_object"]
+__all__ = [
+    "run_rows",
+    "show_lines",
+    "edit_params",
+    "rerun",
+    "delete_runs",
+    "dependents",
+    "export_object",
+]
 
 
 def _duration(row: dict[str, Any]) -> str:
@@ -44,31 +52,51 @@ def run_rows(project: Project) -> list[dict[str, Any]]:
 def show_lines(project: Project, run_id: int) -> list[str]:
     """What ``runs show`` prints: status, params, inputs, outputs, steps, summary."""
     row = run_row(project, run_id)
-    lines = [f"run {run_id}: {row['protocol_id']} v{row['protocol_version']} ({row['plugin']} {row['plugin_version']}, "
-             f"emforge {row['emforge_version']})",
-             f"  status: {effective_status(row)}  progress: {100 * (row['progress'] or 0):.0f}% "
-             f"{row['progress_message']}  duration: {_duration(row)}  host: {row['host']} pid: {row['pid']}"]
+    lines = [
+        f"run {run_id}: {row['protocol_id']} v{row['protocol_version']} ({row['plugin']} {row['plugin_version']}, "
+        f"emforge {row['emforge_version']})",
+        f"  status: {effective_status(row)}  progress: {100 * (row['progress'] or 0):.0f}% "
+        f"{row['progress_message']}  duration: {_duration(row)}  host: {row['host']} pid: {row['pid']}",
+    ]
     if row["error"]:
         lines.append(f"  error: {row['error']}")
     lines.append(f"  folder: {row['workdir']}")
-    lines.append("  params: " + ", ".join(f"{k}={v!r}" for k, v in json.loads(row["params_json"]).items()))
+    lines.append(
+        "  params: " + ", ".join(f"{k}={v!r}" for k, v in json.loads(row["params_json"]).items())
+    )
     with db.read(project.engine) as conn:
-        edges = conn.execute(select(db.edges).where(db.edges.c.run_id == run_id).order_by(db.edges.c.id)).mappings().all()
-        steps = conn.execute(select(db.steps).where(db.steps.c.run_id == run_id).order_by(db.steps.c.idx)).mappings().all()
+        edges = (
+            conn.execute(
+                select(db.edges).where(db.edges.c.run_id == run_id).order_by(db.edges.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        steps = (
+            conn.execute(
+                select(db.steps).where(db.steps.c.run_id == run_id).order_by(db.steps.c.idx)
+            )
+            .mappings()
+            .all()
+        )
     for e in edges:
         arrow = "input " if e["direction"] == "in" else "output"
         lines.append(f"  {arrow} {e['name']}: object {e['object_id']}")
     for s in steps:
         took = f"{s['finished'] - s['started']:.2f} s" if s["started"] and s["finished"] else ""
-        lines.append(f"  step {s['idx'] + 1} {s['name']}: {s['status']} {took}"
-                     + (f" — {s['error']}" if s["error"] and s["status"] == "failed" else ""))
+        lines.append(
+            f"  step {s['idx'] + 1} {s['name']}: {s['status']} {took}"
+            + (f" — {s['error']}" if s["error"] and s["status"] == "failed" else "")
+        )
     if row["summary"]:
         lines.append("  summary:")
         lines += [f"    {line}" for line in row["summary"].splitlines()]
     return lines
 
 
-def edit_params(project: Project, run_id: int, changes: dict[str, Any], *, registry: Any = None) -> list[str]:
+def edit_params(
+    project: Project, run_id: int, changes: dict[str, Any], *, registry: Any = None
+) -> list[str]:
     """Change params of a recorded run (validated); returns the names that changed."""
     loaded = load_run(project, run_id, registry=registry)
     if effective_status(loaded.row) == "running":
@@ -76,14 +104,18 @@ def edit_params(project: Project, run_id: int, changes: dict[str, Any], *, regis
     merged = {**json.loads(loaded.row["params_json"]), **changes}
     parsed, problems = parse_params(loaded.info.cls, merged)
     if parsed is not None:
-        problems += loaded.info.cls(parsed, loaded.instance.input, input_ids=loaded.instance.input_ids).validate()
+        problems += loaded.info.cls(
+            parsed, loaded.instance.input, input_ids=loaded.instance.input_ids
+        ).validate()
     if problems:
         raise ValidationError(problems)
     assert parsed is not None
     new = params_dict(parsed)
     old = json.loads(loaded.row["params_json"])
     with db.write(project.engine) as conn:
-        conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(params_json=canonical_json(new)))
+        conn.execute(
+            update(db.runs).where(db.runs.c.id == run_id).values(params_json=canonical_json(new))
+        )
     return sorted(k for k in new if new[k] != old.get(k))
 
 
@@ -93,8 +125,15 @@ def rerun(project: Project, run_id: int, *, registry: Any = None) -> int:
     refs = json.loads(row["inputs_json"] or "{}")
     # the params that produced the outputs (a later `runs edit` without resume does not count)
     params = json.loads(row["executed_params_json"] or row["params_json"])
-    new_id = create_run(project, row["protocol_id"], params, refs,
-                        label=row["label"] or f"rerun of {run_id}", registry=registry, source_run_id=run_id)
+    new_id = create_run(
+        project,
+        row["protocol_id"],
+        params,
+        refs,
+        label=row["label"] or f"rerun of {run_id}",
+        registry=registry,
+        source_run_id=run_id,
+    )
     return new_id
 
 
@@ -105,9 +144,20 @@ def dependents(project: Project, run_ids: list[int]) -> list[int]:
     with db.read(project.engine) as conn:
         while todo:
             rid = todo.pop()
-            objs = conn.execute(select(db.objects.c.id).where(db.objects.c.run_id == rid)).scalars().all()
-            users = conn.execute(select(db.edges.c.run_id).where(
-                db.edges.c.object_id.in_(objs) & (db.edges.c.direction == "in"))).scalars().all()
+            objs = (
+                conn.execute(select(db.objects.c.id).where(db.objects.c.run_id == rid))
+                .scalars()
+                .all()
+            )
+            users = (
+                conn.execute(
+                    select(db.edges.c.run_id).where(
+                        db.edges.c.object_id.in_(objs) & (db.edges.c.direction == "in")
+                    )
+                )
+                .scalars()
+                .all()
+            )
             for u in users:
                 if u not in found and u not in run_ids:
                     found.add(u)
@@ -123,22 +173,34 @@ def delete_runs(project: Project, run_ids: list[int], *, cascade: bool = False) 
             raise ProjectError(f"run {rid}: is running; it cannot be deleted now")
     deps = dependents(project, run_ids)
     if deps and not cascade:
-        raise ProjectError(f"run(s) {', '.join(map(str, run_ids))} are used by run(s) {', '.join(map(str, deps))}; "
-                           "delete those first or use --cascade")
+        raise ProjectError(
+            f"run(s) {', '.join(map(str, run_ids))} are used by run(s) {', '.join(map(str, deps))}; "
+            "delete those first or use --cascade"
+        )
     victims = sorted(set(run_ids) | set(deps), reverse=True)
     folders = []
     with db.write(project.engine) as conn:
         for rid in victims:
-            folders.append(conn.execute(select(db.runs.c.workdir).where(db.runs.c.id == rid)).scalar())
+            folders.append(
+                conn.execute(select(db.runs.c.workdir).where(db.runs.c.id == rid)).scalar()
+            )
             conn.execute(delete(db.edges).where(db.edges.c.run_id == rid))
         for rid in victims:
-            objs = conn.execute(select(db.objects.c.id).where(db.objects.c.run_id == rid)).scalars().all()
+            objs = (
+                conn.execute(select(db.objects.c.id).where(db.objects.c.run_id == rid))
+                .scalars()
+                .all()
+            )
             conn.execute(delete(db.set_columns).where(db.set_columns.c.object_id.in_(objs)))
             conn.execute(delete(db.objects).where(db.objects.c.run_id == rid))
             conn.execute(delete(db.steps).where(db.steps.c.run_id == rid))
             conn.execute(delete(db.runs).where(db.runs.c.id == rid))
     for folder in folders:
-        if folder and Path(folder).is_dir() and Path(folder).resolve().parent == (project.path / "Runs").resolve():
+        if (
+            folder
+            and Path(folder).is_dir()
+            and Path(folder).resolve().parent == (project.path / "Runs").resolve()
+        ):
             shutil.rmtree(folder, ignore_errors=True)
     return sorted(victims)
 
@@ -149,11 +211,24 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
 
     with db.read(project.engine) as conn:
         if ref.isdigit():
-            row = conn.execute(select(db.objects).where(db.objects.c.id == int(ref))).mappings().first()
+            row = (
+                conn.execute(select(db.objects).where(db.objects.c.id == int(ref)))
+                .mappings()
+                .first()
+            )
         else:
             run, _, name = ref.partition(".")
-            row = conn.execute(select(db.objects).where((db.objects.c.run_id == int(run)) & (db.objects.c.name == name))
-                               ).mappings().first() if run.isdigit() else None
+            row = (
+                conn.execute(
+                    select(db.objects).where(
+                        (db.objects.c.run_id == int(run)) & (db.objects.c.name == name)
+                    )
+                )
+                .mappings()
+                .first()
+                if run.isdigit()
+                else None
+            )
     if row is None:
         raise NotFoundError(f"{ref}: no such object (use an object id or RUN.output)")
     obj = materialise(project, dict(row))

@@ -76,10 +76,21 @@ class ShownWhen:
         raise ValueError(f"ShownWhen.op must be '==', '!=' or 'in', not {self.op!r}")
 
 
-def param(default: Any, help: str, *, unit: str = "", section: str = "General",
-          level: Level | str = Level.NORMAL, shown_when: ShownWhen | None = None,
-          ge: float | None = None, le: float | None = None, gt: float | None = None,
-          lt: float | None = None, choices: Sequence[Any] | None = None, **kwargs: Any) -> Any:
+def param(
+    default: Any,
+    help: str,
+    *,
+    unit: str = "",
+    section: str = "General",
+    level: Level | str = Level.NORMAL,
+    shown_when: ShownWhen | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    choices: Sequence[Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Declare a protocol parameter: default, help, unit and UI hints stored as schema data.
 
     The unit is appended to the description (``"Sphere radius (px)"``) so every schema and
@@ -88,11 +99,23 @@ def param(default: Any, help: str, *, unit: str = "", section: str = "General",
     description = f"{help} ({unit})" if unit else help
     extra: dict[str, Any] = {"section": section, "level": Level(level).value, "unit": unit}
     if shown_when is not None:
-        extra["shown_when"] = {"param": shown_when.param, "op": shown_when.op, "value": shown_when.value}
+        extra["shown_when"] = {
+            "param": shown_when.param,
+            "op": shown_when.op,
+            "value": shown_when.value,
+        }
     if choices is not None:
         extra["choices"] = list(choices)
-    return Field(default, description=description, ge=ge, le=le, gt=gt, lt=lt,
-                 json_schema_extra=extra, **kwargs)
+    return Field(
+        default,
+        description=description,
+        ge=ge,
+        le=le,
+        gt=gt,
+        lt=lt,
+        json_schema_extra=extra,
+        **kwargs,
+    )
 
 
 class ProtocolParams(BaseModel):
@@ -160,8 +183,14 @@ class Protocol:
     outputs: ClassVar[dict[str, Output]] = {}
     citations: ClassVar[Sequence[str]] = ()
 
-    def __init__(self, params: ProtocolParams, inputs: dict[str, Any], *, input_ids: dict[str, Any] | None = None,
-                 workdir: Any = None) -> None:
+    def __init__(
+        self,
+        params: ProtocolParams,
+        inputs: dict[str, Any],
+        *,
+        input_ids: dict[str, Any] | None = None,
+        workdir: Any = None,
+    ) -> None:
         self.params = params
         self.input = inputs
         self.input_ids = input_ids or {}

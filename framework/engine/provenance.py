@@ -20,20 +20,65 @@ def run_record(project: Project, run_id: int) -> dict[str, Any]:
         row = conn.execute(select(db.runs).where(db.runs.c.id == run_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"run {run_id}: no such run in {project.path}")
-        edges = conn.execute(select(db.edges).where(db.edges.c.run_id == run_id).order_by(db.edges.c.id)).mappings().all()
-        steps = conn.execute(select(db.steps).where(db.steps.c.run_id == run_id).order_by(db.steps.c.idx)).mappings().all()
+        edges = (
+            conn.execute(
+                select(db.edges).where(db.edges.c.run_id == run_id).order_by(db.edges.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        steps = (
+            conn.execute(
+                select(db.steps).where(db.steps.c.run_id == run_id).order_by(db.steps.c.idx)
+            )
+            .mappings()
+            .all()
+        )
     return {
-        "run": {k: row[k] for k in ("id", "protocol_id", "protocol_version", "plugin", "plugin_version",
-                                     "emforge_version", "label", "status", "host", "created", "started", "finished")},
+        "run": {
+            k: row[k]
+            for k in (
+                "id",
+                "protocol_id",
+                "protocol_version",
+                "plugin",
+                "plugin_version",
+                "emforge_version",
+                "label",
+                "status",
+                "host",
+                "created",
+                "started",
+                "finished",
+            )
+        },
         "params": json.loads(row["executed_params_json"] or row["params_json"]),
-        "pending_params": (json.loads(row["params_json"])
-                           if row["executed_params_json"] and row["executed_params_json"] != row["params_json"] else None),
-        "inputs": [{"name": e["name"], "object": e["object_id"], "data_version": e["data_version"]}
-                   for e in edges if e["direction"] == "in"],
-        "outputs": [{"name": e["name"], "object": e["object_id"], "data_version": e["data_version"]}
-                    for e in edges if e["direction"] == "out"],
-        "steps": [{"name": s["name"], "status": s["status"], "key": s["key"], "started": s["started"],
-                   "finished": s["finished"], "executions": s["executions"]} for s in steps],
+        "pending_params": (
+            json.loads(row["params_json"])
+            if row["executed_params_json"] and row["executed_params_json"] != row["params_json"]
+            else None
+        ),
+        "inputs": [
+            {"name": e["name"], "object": e["object_id"], "data_version": e["data_version"]}
+            for e in edges
+            if e["direction"] == "in"
+        ],
+        "outputs": [
+            {"name": e["name"], "object": e["object_id"], "data_version": e["data_version"]}
+            for e in edges
+            if e["direction"] == "out"
+        ],
+        "steps": [
+            {
+                "name": s["name"],
+                "status": s["status"],
+                "key": s["key"],
+                "started": s["started"],
+                "finished": s["finished"],
+                "executions": s["executions"],
+            }
+            for s in steps
+        ],
     }
 
 
@@ -42,7 +87,9 @@ def _producer(conn: Any, object_id: int) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def lineage(project: Project, *, run_id: int | None = None, object_id: int | None = None) -> dict[str, Any]:
+def lineage(
+    project: Project, *, run_id: int | None = None, object_id: int | None = None
+) -> dict[str, Any]:
     """Nested lineage: a run with its inputs, each input with the run that produced it, ..."""
     with db.read(project.engine) as conn:
         if object_id is not None:
@@ -61,15 +108,29 @@ def lineage(project: Project, *, run_id: int | None = None, object_id: int | Non
 
 def _run_node(conn: Any, run_id: int, seen: set[int]) -> dict[str, Any]:
     run = conn.execute(select(db.runs).where(db.runs.c.id == run_id)).mappings().one()
-    node: dict[str, Any] = {"run": run_id, "protocol": run["protocol_id"], "version": run["protocol_version"],
-                            "status": run["status"], "params": json.loads(run["params_json"]), "inputs": []}
+    node: dict[str, Any] = {
+        "run": run_id,
+        "protocol": run["protocol_id"],
+        "version": run["protocol_version"],
+        "status": run["status"],
+        "params": json.loads(run["params_json"]),
+        "inputs": [],
+    }
     if run_id in seen:
         return node
     seen.add(run_id)
-    for e in conn.execute(select(db.edges).where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in"))
-                          .order_by(db.edges.c.id)).mappings():
+    for e in conn.execute(
+        select(db.edges)
+        .where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in"))
+        .order_by(db.edges.c.id)
+    ).mappings():
         obj = _producer(conn, e["object_id"])
-        child = {"name": e["name"], "object": e["object_id"], "kind": obj["kind"] if obj else "?", "from": None}
+        child = {
+            "name": e["name"],
+            "object": e["object_id"],
+            "kind": obj["kind"] if obj else "?",
+            "from": None,
+        }
         if obj and obj["run_id"]:
             child["from"] = _run_node(conn, obj["run_id"], seen)
         node["inputs"].append(child)
@@ -81,10 +142,14 @@ def lineage_lines(tree: dict[str, Any], indent: str = "") -> list[str]:
     lines: list[str] = []
     if "run" in tree:
         params = ", ".join(f"{k}={v}" for k, v in tree["params"].items())
-        lines.append(f"{indent}run {tree['run']} {tree['protocol']} v{tree['version']} [{tree['status']}]"
-                     + (f"  ({params})" if params else ""))
+        lines.append(
+            f"{indent}run {tree['run']} {tree['protocol']} v{tree['version']} [{tree['status']}]"
+            + (f"  ({params})" if params else "")
+        )
         for child in tree["inputs"]:
-            lines.append(f"{indent}  <- {child['name']}: object {child['object']} ({child['kind']})")
+            lines.append(
+                f"{indent}  <- {child['name']}: object {child['object']} ({child['kind']})"
+            )
             if child["from"]:
                 lines += lineage_lines(child["from"], indent + "     ")
     else:

@@ -23,7 +23,14 @@ from ..project import EMSet, Project
 from .keys import canonical_json, params_dict
 from .protocol import Protocol, ProtocolParams
 
-__all__ = ["ProtocolInfo", "protocol_info", "parse_params", "resolve_inputs", "create_run", "load_run"]
+__all__ = [
+    "ProtocolInfo",
+    "protocol_info",
+    "parse_params",
+    "resolve_inputs",
+    "create_run",
+    "load_run",
+]
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,9 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-def parse_params(cls: type[Protocol], params: dict[str, Any] | None) -> tuple[ProtocolParams | None, list[str]]:
+def parse_params(
+    cls: type[Protocol], params: dict[str, Any] | None
+) -> tuple[ProtocolParams | None, list[str]]:
     """Validated params, or ``None`` and one line per problem naming the param."""
     raw = {k: _coerce(v) for k, v in (params or {}).items()}
     try:
@@ -70,7 +79,11 @@ def parse_params(cls: type[Protocol], params: dict[str, Any] | None) -> tuple[Pr
                 known = ", ".join(cls.Params.model_fields)
                 lines.append(f"param '{name}': unknown parameter of {cls.id} (known: {known})")
             else:
-                got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+                got = (
+                    f" (got {err['input']!r})"
+                    if "input" in err and not isinstance(err["input"], dict)
+                    else ""
+                )
                 lines.append(f"param '{name}': {err['msg']}{got}")
         return None, lines
 
@@ -85,10 +98,16 @@ def _resolve_one(conn: Connection, ref: Any) -> dict[str, Any]:
     if isinstance(ref, str) and "." in ref:
         run, name = ref.split(".", 1)
         if run.isdigit():
-            row = conn.execute(select(db.objects).where((o.run_id == int(run)) & (o.name == name))).mappings().first()
+            row = (
+                conn.execute(select(db.objects).where((o.run_id == int(run)) & (o.name == name)))
+                .mappings()
+                .first()
+            )
             if row is None:
                 outs = conn.execute(select(o.name).where(o.run_id == int(run))).scalars().all()
-                raise NotFoundError(f"{ref}: run {run} has no output {name!r} (outputs: {', '.join(outs) or 'none'})")
+                raise NotFoundError(
+                    f"{ref}: run {run} has no output {name!r} (outputs: {', '.join(outs) or 'none'})"
+                )
             return dict(row)
     raise NotFoundError(f"{ref!r}: not an object id or RUN.output reference")
 
@@ -100,8 +119,9 @@ def materialise(project: Project, row: dict[str, Any]) -> Any:
     return OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
 
 
-def resolve_inputs(project: Project, cls: type[Protocol], refs: dict[str, Any] | None
-                   ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], list[str]]:
+def resolve_inputs(
+    project: Project, cls: type[Protocol], refs: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], list[str]]:
     """Resolve input references to objects.
 
     Returns (objects by input name, object ids by name, edge rows, problems).
@@ -113,13 +133,17 @@ def resolve_inputs(project: Project, cls: type[Protocol], refs: dict[str, Any] |
     problems: list[str] = []
     for name in refs:
         if name not in cls.inputs:
-            problems.append(f"input '{name}': {cls.id} has no such input (inputs: {', '.join(cls.inputs) or 'none'})")
+            problems.append(
+                f"input '{name}': {cls.id} has no such input (inputs: {', '.join(cls.inputs) or 'none'})"
+            )
     with db.read(project.engine) as conn:
         for name, spec in cls.inputs.items():
             ref = refs.get(name)
             if ref is None or ref == [] or ref == "":
                 if not spec.optional:
-                    problems.append(f"input '{name}': required ({' or '.join(spec.kinds)}) — {spec.help}")
+                    problems.append(
+                        f"input '{name}': required ({' or '.join(spec.kinds)}) — {spec.help}"
+                    )
                 objs[name] = [] if spec.multiple else None
                 continue
             many = ref if isinstance(ref, list | tuple) else [ref]
@@ -134,20 +158,34 @@ def resolve_inputs(project: Project, cls: type[Protocol], refs: dict[str, Any] |
                     problems.append(f"input '{name}': {exc}")
                     continue
                 if row["kind"] not in spec.kinds:
-                    problems.append(f"input '{name}': object {row['id']} is a {row['kind']}, expected {' or '.join(spec.kinds)}")
+                    problems.append(
+                        f"input '{name}': object {row['id']} is a {row['kind']}, expected {' or '.join(spec.kinds)}"
+                    )
                     continue
                 got.append(row)
                 edge_name = f"{name}#{i}" if spec.multiple else name
-                edges.append({"name": edge_name, "object_id": row["id"], "data_version": row["data_version"]})
-            objs[name] = [materialise(project, r) for r in got] if spec.multiple else (
-                materialise(project, got[0]) if got else None)
+                edges.append(
+                    {"name": edge_name, "object_id": row["id"], "data_version": row["data_version"]}
+                )
+            objs[name] = (
+                [materialise(project, r) for r in got]
+                if spec.multiple
+                else (materialise(project, got[0]) if got else None)
+            )
             ids[name] = [r["id"] for r in got] if spec.multiple else (got[0]["id"] if got else None)
     return objs, ids, edges, problems
 
 
-def create_run(project: Project, protocol: str | type[Protocol], params: dict[str, Any] | None = None,
-               inputs: dict[str, Any] | None = None, *, label: str = "", registry: Any = None,
-               source_run_id: int | None = None) -> int:
+def create_run(
+    project: Project,
+    protocol: str | type[Protocol],
+    params: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    *,
+    label: str = "",
+    registry: Any = None,
+    source_run_id: int | None = None,
+) -> int:
     """Validate and record a new run (status ``new``); returns its id.
 
     Raises :class:`~emforge.errors.ValidationError` listing every problem, with nothing
@@ -165,16 +203,28 @@ def create_run(project: Project, protocol: str | type[Protocol], params: dict[st
     assert parsed is not None
     params_json = canonical_json(params_dict(parsed))
     with db.write(project.engine) as conn:
-        run_id = conn.execute(insert(db.runs).values(
-            protocol_id=cls.id, protocol_version=str(cls.version), plugin=info.plugin,
-            plugin_version=str(info.plugin_version), emforge_version=__version__, label=label,
-            params_json=params_json, status="new", host=socket.gethostname(), created=time.time(),
-            source_run_id=source_run_id, inputs_json=canonical_json(dict(inputs or {})),
-        )).inserted_primary_key[0]
+        run_id = conn.execute(
+            insert(db.runs).values(
+                protocol_id=cls.id,
+                protocol_version=str(cls.version),
+                plugin=info.plugin,
+                plugin_version=str(info.plugin_version),
+                emforge_version=__version__,
+                label=label,
+                params_json=params_json,
+                status="new",
+                host=socket.gethostname(),
+                created=time.time(),
+                source_run_id=source_run_id,
+                inputs_json=canonical_json(dict(inputs or {})),
+            )
+        ).inserted_primary_key[0]
         for e in edges:
             conn.execute(insert(db.edges).values(run_id=run_id, direction="in", **e))
         workdir = project.run_dir(run_id, cls.id)
-        conn.execute(update(db.runs).where(db.runs.c.id == run_id).values(workdir=os.fspath(workdir)))
+        conn.execute(
+            update(db.runs).where(db.runs.c.id == run_id).values(workdir=os.fspath(workdir))
+        )
     return run_id
 
 
@@ -209,15 +259,31 @@ def load_run(project: Project, run_id: int, *, registry: Any = None) -> LoadedRu
     assert info is not None
     params = info.cls.Params.model_validate_json(row["params_json"])
     with db.read(project.engine) as conn:
-        edge_rows = conn.execute(select(db.edges).where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in"))
-                                 .order_by(db.edges.c.id)).mappings().all()
-        objs_rows = {e["name"]: dict(conn.execute(select(db.objects).where(db.objects.c.id == e["object_id"]))
-                                     .mappings().one()) for e in edge_rows}
+        edge_rows = (
+            conn.execute(
+                select(db.edges)
+                .where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in"))
+                .order_by(db.edges.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        objs_rows = {
+            e["name"]: dict(
+                conn.execute(select(db.objects).where(db.objects.c.id == e["object_id"]))
+                .mappings()
+                .one()
+            )
+            for e in edge_rows
+        }
     inputs: dict[str, Any] = {}
     ids: dict[str, Any] = {}
     for name, spec in info.cls.inputs.items():
         if spec.multiple:
-            names = sorted((n for n in objs_rows if n.split("#")[0] == name), key=lambda n: int(n.split("#")[1]))
+            names = sorted(
+                (n for n in objs_rows if n.split("#")[0] == name),
+                key=lambda n: int(n.split("#")[1]),
+            )
             inputs[name] = [materialise(project, objs_rows[n]) for n in names]
             ids[name] = [objs_rows[n]["id"] for n in names]
         else:

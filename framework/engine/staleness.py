@@ -54,7 +54,9 @@ def _changed_params(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def why(project: Project, run_id: int, *, registry: Any = None, _seen: set[int] | None = None) -> Staleness:
+def why(
+    project: Project, run_id: int, *, registry: Any = None, _seen: set[int] | None = None
+) -> Staleness:
     """Explain whether a run's outputs are up to date with its params, code and inputs."""
     seen = set() if _seen is None else _seen
     seen.add(run_id)
@@ -63,18 +65,32 @@ def why(project: Project, run_id: int, *, registry: Any = None, _seen: set[int] 
     causes: list[Cause] = []
     status = effective_status(row)
     if status != "finished":
-        causes.append(Cause("MISSING", f"the run is {status}, not finished; 'emforge runs resume {run_id}' completes it"))
+        causes.append(
+            Cause(
+                "MISSING",
+                f"the run is {status}, not finished; 'emforge runs resume {run_id}' completes it",
+            )
+        )
         return Staleness(run_id, "MISSING", causes)
     with db.read(project.engine) as conn:
-        step_rows = {r["name"]: dict(r) for r in conn.execute(
-            select(db.steps).where(db.steps.c.run_id == run_id)).mappings()}
-        outputs = [dict(r) for r in conn.execute(select(db.objects).where(db.objects.c.run_id == run_id)).mappings()]
+        step_rows = {
+            r["name"]: dict(r)
+            for r in conn.execute(select(db.steps).where(db.steps.c.run_id == run_id)).mappings()
+        }
+        outputs = [
+            dict(r)
+            for r in conn.execute(
+                select(db.objects).where(db.objects.c.run_id == run_id)
+            ).mappings()
+        ]
     missing = []
     for out in outputs:
         if out["kind"] in OBJECT_TYPES:
             obj = OBJECT_TYPES[out["kind"]].from_attrs(json.loads(out["attrs_json"]))
             if Project._object_version(obj) != out["data_version"]:
-                missing.append(f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified")
+                missing.append(
+                    f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified"
+                )
     declared = [n for n, o in cls.outputs.items() if not o.optional]
     have = {o["name"] for o in outputs}
     missing += [f"output '{n}' was never registered" for n in declared if n not in have]
@@ -85,37 +101,64 @@ def why(project: Project, run_id: int, *, registry: Any = None, _seen: set[int] 
     executed = json.loads(row["executed_params_json"] or row["params_json"])
     steps = toposort(loaded.instance.steps())
     external = external_versions(loaded.instance)
-    keys = step_keys(cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps)
+    keys = step_keys(
+        cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
+    )
     stale_steps = [s.name for s in steps if step_rows.get(s.name, {}).get("key") != keys[s.name]]
 
     changed = _changed_params(executed, params)
     if changed:
         users = [s.name for s in steps if s.uses is None or set(s.uses) & set(changed)]
-        using = f"steps using them: {', '.join(users)}" if users else "no step uses them (nothing to redo)"
-        causes.append(Cause("PARAMS", f"param(s) {', '.join(changed)} changed since the run; {using}"))
+        using = (
+            f"steps using them: {', '.join(users)}"
+            if users
+            else "no step uses them (nothing to redo)"
+        )
+        causes.append(
+            Cause("PARAMS", f"param(s) {', '.join(changed)} changed since the run; {using}")
+        )
     if str(cls.version) != row["protocol_version"]:
-        causes.append(Cause("CODE", f"protocol {cls.id} is now version {cls.version}; this run ran version "
-                                    f"{row['protocol_version']}"))
+        causes.append(
+            Cause(
+                "CODE",
+                f"protocol {cls.id} is now version {cls.version}; this run ran version "
+                f"{row['protocol_version']}",
+            )
+        )
     recorded_external = json.loads(row["external_json"] or "{}")
     for key, version in external.items():
         if recorded_external.get(key) != version:
-            causes.append(Cause("INPUT", f"source file {key[5:]} changed on disk since the run read it"))
+            causes.append(
+                Cause("INPUT", f"source file {key[5:]} changed on disk since the run read it")
+            )
     for name, inrow in loaded.input_rows.items():
         recorded = loaded.recorded_versions.get(name)
         producer = inrow["run_id"]
         if inrow["data_version"] != recorded:
             where = f"run {producer}.{inrow['name']}" if producer else f"object {inrow['id']}"
-            causes.append(Cause("UPSTREAM", f"input '{name}' ({where}) changed since this run used it"))
+            causes.append(
+                Cause("UPSTREAM", f"input '{name}' ({where}) changed since this run used it")
+            )
             continue
         if inrow["kind"] in OBJECT_TYPES:
             obj = OBJECT_TYPES[inrow["kind"]].from_attrs(json.loads(inrow["attrs_json"]))
             if Project._object_version(obj) != inrow["data_version"]:
-                causes.append(Cause("INPUT", f"input '{name}' files ({', '.join(obj.files())}) were modified on disk"))
+                causes.append(
+                    Cause(
+                        "INPUT",
+                        f"input '{name}' files ({', '.join(obj.files())}) were modified on disk",
+                    )
+                )
                 continue
         if producer and producer not in seen:
             up = why(project, producer, registry=registry, _seen=seen)
             if up.state != "FRESH":
-                causes.append(Cause("UPSTREAM", f"input '{name}' comes from run {producer}, which is {up.state}: "
-                                                f"{'; '.join(c.kind for c in up.causes)}"))
+                causes.append(
+                    Cause(
+                        "UPSTREAM",
+                        f"input '{name}' comes from run {producer}, which is {up.state}: "
+                        f"{'; '.join(c.kind for c in up.causes)}",
+                    )
+                )
     state = "MISSING" if missing else ("STALE" if causes or stale_steps else "FRESH")
     return Staleness(run_id, state, causes, stale_steps)

@@ -33,7 +33,14 @@ from .keys import canonical_json, params_dict
 from .runs import create_run, parse_params, protocol_info
 from .staleness import why
 
-__all__ = ["Template", "TemplateNode", "load_template", "run_template", "export_template", "template_schema"]
+__all__ = [
+    "Template",
+    "TemplateNode",
+    "load_template",
+    "run_template",
+    "export_template",
+    "template_schema",
+]
 
 
 _NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -43,12 +50,18 @@ class TemplateNode(BaseModel):
     """One protocol run of a workflow."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(description="Node name, unique in the template; other nodes refer to '<id>.<output>'",
-                    pattern=_NODE_ID.pattern)
+    id: str = Field(
+        description="Node name, unique in the template; other nodes refer to '<id>.<output>'",
+        pattern=_NODE_ID.pattern,
+    )
     protocol: str = Field(description="Protocol id, '<plugin>.<name>'")
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameter values (defaults fill the rest)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameter values (defaults fill the rest)"
+    )
     inputs: dict[str, str | int | list[str | int]] = Field(
-        default_factory=dict, description="Input name -> '<node>.<output>' or an object id (a list for multiple)")
+        default_factory=dict,
+        description="Input name -> '<node>.<output>' or an object id (a list for multiple)",
+    )
     label: str = Field("", description="Label given to the run")
 
 
@@ -131,7 +144,9 @@ def apply_overrides(tpl: Template, settings: list[str]) -> Template:
         key, sep, value = item.partition("=")
         node, dot, name = key.partition(".")
         if not sep or not dot or node not in nodes:
-            raise ParamError("--set", f"{item!r}: expected <node>.<param>=<value> with a node of the template")
+            raise ParamError(
+                "--set", f"{item!r}: expected <node>.<param>=<value> with a node of the template"
+            )
         try:
             parsed = json.loads(value)
         except ValueError:
@@ -149,7 +164,9 @@ def _resolve(value: Any, runs: dict[str, int]) -> Any:
     return value
 
 
-def _fresh_match(project: Project, node: TemplateNode, inputs: dict[str, Any], registry: Any) -> int | None:
+def _fresh_match(
+    project: Project, node: TemplateNode, inputs: dict[str, Any], registry: Any
+) -> int | None:
     info = protocol_info(node.protocol, registry)
     parsed, problems = parse_params(info.cls, node.params)
     if problems or parsed is None:
@@ -157,19 +174,35 @@ def _fresh_match(project: Project, node: TemplateNode, inputs: dict[str, Any], r
     wanted_params = canonical_json(params_dict(parsed))
     wanted_inputs = canonical_json(inputs)
     with db.read(project.engine) as conn:
-        candidates = conn.execute(select(db.runs.c.id).where(
-            (db.runs.c.protocol_id == info.cls.id) & (db.runs.c.status == "finished")
-            & (db.runs.c.params_json == wanted_params) & (db.runs.c.inputs_json == wanted_inputs)
-        ).order_by(db.runs.c.id.desc())).scalars().all()
+        candidates = (
+            conn.execute(
+                select(db.runs.c.id)
+                .where(
+                    (db.runs.c.protocol_id == info.cls.id)
+                    & (db.runs.c.status == "finished")
+                    & (db.runs.c.params_json == wanted_params)
+                    & (db.runs.c.inputs_json == wanted_inputs)
+                )
+                .order_by(db.runs.c.id.desc())
+            )
+            .scalars()
+            .all()
+        )
     for rid in candidates:
         if why(project, rid, registry=registry).state == "FRESH":
             return rid
     return None
 
 
-def run_template(project: Project, tpl: Template, *, registry: Any = None, workers: int | None = None,
-                 executor: str = "local", on_event: Callable[[str, str, int], None] | None = None
-                 ) -> dict[str, int]:
+def run_template(
+    project: Project,
+    tpl: Template,
+    *,
+    registry: Any = None,
+    workers: int | None = None,
+    executor: str = "local",
+    on_event: Callable[[str, str, int], None] | None = None,
+) -> dict[str, int]:
     """Run every node in dependency order; returns node id -> run id (reused or new)."""
     runs: dict[str, int] = {}
     for node in _order(tpl):
@@ -181,8 +214,14 @@ def run_template(project: Project, tpl: Template, *, registry: Any = None, worke
                 on_event(node.id, "fresh", found)
             continue
         try:
-            rid = create_run(project, node.protocol, node.params, inputs, label=node.label or node.id,
-                             registry=registry)
+            rid = create_run(
+                project,
+                node.protocol,
+                node.params,
+                inputs,
+                label=node.label or node.id,
+                registry=registry,
+            )
         except ValidationError as exc:
             raise ValidationError([f"node {node.id}: {p}" for p in exc.problems]) from None
         if on_event:
@@ -210,14 +249,24 @@ def export_template(project: Project, run_ids: list[int], *, description: str = 
             # a run made by a template is labelled with its node id: keep it, so that
             # exporting a template's runs gives back the template's nodes
             label = row["label"] or ""
-            names[rid] = label if _NODE_ID.match(label) and label not in names.values() else (
-                f"{row['protocol_id'].split('.')[-1]}_{rid}")
+            names[rid] = (
+                label
+                if _NODE_ID.match(label) and label not in names.values()
+                else (f"{row['protocol_id'].split('.')[-1]}_{rid}")
+            )
             refs = json.loads(row["inputs_json"] or "{}")
             inputs: dict[str, Any] = {}
             for name, ref in refs.items():
                 inputs[name] = _export_ref(conn, ref, names)
-            nodes.append(TemplateNode(id=names[rid], protocol=row["protocol_id"], params=json.loads(row["params_json"]),
-                                      inputs=inputs, label=row["label"]))
+            nodes.append(
+                TemplateNode(
+                    id=names[rid],
+                    protocol=row["protocol_id"],
+                    params=json.loads(row["params_json"]),
+                    inputs=inputs,
+                    label=row["label"],
+                )
+            )
     return Template(description=description, nodes=nodes)
 
 
@@ -228,10 +277,16 @@ def _export_ref(conn: Any, ref: Any, names: dict[int, str]) -> Any:
         run, out = ref.split(".", 1)
         if int(run) in names:
             return f"{names[int(run)]}.{out}"
-        oid = conn.execute(select(db.objects.c.id).where((db.objects.c.run_id == int(run)) & (db.objects.c.name == out))).scalar()
+        oid = conn.execute(
+            select(db.objects.c.id).where(
+                (db.objects.c.run_id == int(run)) & (db.objects.c.name == out)
+            )
+        ).scalar()
         return int(oid) if oid is not None else ref
     oid = int(ref)
-    row = conn.execute(select(db.objects.c.run_id, db.objects.c.name).where(db.objects.c.id == oid)).first()
+    row = conn.execute(
+        select(db.objects.c.run_id, db.objects.c.name).where(db.objects.c.id == oid)
+    ).first()
     if row is not None and row.run_id in names:
         return f"{names[row.run_id]}.{row.name}"
     return oid

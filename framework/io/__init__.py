@@ -11,11 +11,25 @@ from typing import Any
 # Public names and the submodule defining them. Loaded on first access (PEP 562), so that
 # `import emforge.io.mrc` does not pay for pandas/starfile.
 _WHERE = {
-    "IMAGE_EXTENSIONS": "formats", "read_em": "formats", "read_image_file": "formats", "read_tiff_volume": "formats",
-    "MrcInfo": "mrc", "StackReader": "mrc", "StackWriter": "mrc", "atomic_target": "mrc", "open_stack": "mrc",
-    "read_info": "mrc", "read_volume": "mrc", "write_stack": "mrc", "write_volume": "mrc",
-    "StarInfo": "star", "read_coordinates3d_star": "star", "read_particles_star": "star",
-    "read_star_blocks": "star", "write_coordinates3d_star": "star", "write_particles_star": "star",
+    "IMAGE_EXTENSIONS": "formats",
+    "read_em": "formats",
+    "read_image_file": "formats",
+    "read_tiff_volume": "formats",
+    "MrcInfo": "mrc",
+    "StackReader": "mrc",
+    "StackWriter": "mrc",
+    "atomic_target": "mrc",
+    "open_stack": "mrc",
+    "read_info": "mrc",
+    "read_volume": "mrc",
+    "write_stack": "mrc",
+    "write_volume": "mrc",
+    "StarInfo": "star",
+    "read_coordinates3d_star": "star",
+    "read_particles_star": "star",
+    "read_star_blocks": "star",
+    "write_coordinates3d_star": "star",
+    "write_particles_star": "star",
 }
 
 

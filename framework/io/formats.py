@@ -95,7 +95,9 @@ def read_tiff_volume(
             voxel = _tiff_voxel_size(tif)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
         # tifffile raises IndexError/KeyError on some corrupt files: still the file's fault
-        raise InputFileError(path, f"not a readable TIFF file: {type(exc).__name__}: {exc}") from None
+        raise InputFileError(
+            path, f"not a readable TIFF file: {type(exc).__name__}: {exc}"
+        ) from None
     data = np.squeeze(data)
     if data.ndim == 2:
         data = data[np.newaxis]

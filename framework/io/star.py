@@ -472,7 +472,7 @@ def write_particles_star(
 def _write_text(path: Path, text: str) -> None:
     # starfile stamps the time in its first comment; a fixed line keeps equal data equal bytes
     if text.startswith("# Created by the starfile"):
-        text = "# written by emforge" + text[text.index("\n"):]
+        text = "# written by emforge" + text[text.index("\n") :]
     with atomic_target(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

@@ -33,8 +33,11 @@ def write_mask_report(path: Any, volume: np.ndarray, mask: np.ndarray, *, title:
     import matplotlib.pyplot as plt
 
     cz, cy, cx = (s // 2 for s in volume.shape)
-    views = [("central z slice (x→, y↓)", volume[cz], mask[cz]), ("central y slice (x→, z↓)", volume[:, cy], mask[:, cy]),
-             ("central x slice (y→, z↓)", volume[:, :, cx], mask[:, :, cx])]
+    views = [
+        ("central z slice (x→, y↓)", volume[cz], mask[cz]),
+        ("central y slice (x→, z↓)", volume[:, cy], mask[:, cy]),
+        ("central x slice (y→, z↓)", volume[:, :, cx], mask[:, :, cx]),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
     for ax, (name, img, m) in zip(axes, views, strict=True):
         ax.imshow(img, cmap="gray", origin="upper")
@@ -51,7 +54,9 @@ def write_mask_report(path: Any, volume: np.ndarray, mask: np.ndarray, *, title:
     return str(path)
 
 
-def _register(ctx: StepContext, volume: dict, mask: np.ndarray, masked: np.ndarray, title: str) -> None:
+def _register(
+    ctx: StepContext, volume: dict, mask: np.ndarray, masked: np.ndarray, title: str
+) -> None:
     from emforge.io import read_volume, write_volume
 
     src = Volume.from_attrs(volume)
@@ -60,8 +65,12 @@ def _register(ctx: StepContext, volume: dict, mask: np.ndarray, masked: np.ndarr
     write_volume(mpath, mask, voxel_size=info.voxel_size, origin=info.origin)
     write_volume(vpath, masked, voxel_size=info.voxel_size, origin=info.origin)
     soft = bool(np.any((mask > 1e-6) & (mask < 1 - 1e-6)))
-    ctx.output("mask", VolumeMask(str(mpath), src.pixel_size, src.shape, src.origin, voxel_size=src.voxel_size,
-                                  soft=soft))
+    ctx.output(
+        "mask",
+        VolumeMask(
+            str(mpath), src.pixel_size, src.shape, src.origin, voxel_size=src.voxel_size, soft=soft
+        ),
+    )
     halves = []
     for i, h in enumerate((src.half1, src.half2), start=1):
         if h:
@@ -69,9 +78,18 @@ def _register(ctx: StepContext, volume: dict, mask: np.ndarray, masked: np.ndarr
             hp = ctx.path(f"masked_half{i}.mrc")
             write_volume(hp, hd * mask, voxel_size=hi.voxel_size, origin=hi.origin)
             halves.append(str(hp))
-    ctx.output("volume", Volume(str(vpath), src.pixel_size, src.shape, src.origin,
-                                halves[0] if halves else None, halves[1] if len(halves) > 1 else None,
-                                src.voxel_size))
+    ctx.output(
+        "volume",
+        Volume(
+            str(vpath),
+            src.pixel_size,
+            src.shape,
+            src.origin,
+            halves[0] if halves else None,
+            halves[1] if len(halves) > 1 else None,
+            src.voxel_size,
+        ),
+    )
     write_mask_report(ctx.path("report.png"), _read(src.path), mask, title=title)
 
 
@@ -81,61 +99,115 @@ def _read(path: str) -> np.ndarray:
     return read_volume(path)[0]
 
 
-def auto3d_step(ctx: StepContext, *, volume: dict, auto: bool, resolution: float, options: dict) -> dict:
+def auto3d_step(
+    ctx: StepContext, *, volume: dict, auto: bool, resolution: float, options: dict
+) -> dict:
     from .kernels import auto3d, auto_mask
 
     data = _read(volume["path"])
     if auto:
-        mask, chosen = auto_mask(data, pixel_size=volume["pixel_size"], resolution=resolution or None)
+        mask, chosen = auto_mask(
+            data, pixel_size=volume["pixel_size"], resolution=resolution or None
+        )
     else:
         mask = auto3d(data, **options)
         chosen = dict(options)
         if chosen.get("threshold") is None:  # report the threshold mean + sigma·std that was used
-            chosen["threshold"] = float(data.mean(dtype=np.float64) + options["sigma"] * data.std(dtype=np.float64))
+            chosen["threshold"] = float(
+                data.mean(dtype=np.float64) + options["sigma"] * data.std(dtype=np.float64)
+            )
     if not mask.any():
         from emforge.errors import ParamError
 
-        raise ParamError("threshold", f"no voxel reached the threshold from the seeds ({chosen.get('threshold')}); "
-                         "lower it, or seed with nmaxseed")
+        raise ParamError(
+            "threshold",
+            f"no voxel reached the threshold from the seeds ({chosen.get('threshold')}); "
+            "lower it, or seed with nmaxseed",
+        )
     chosen = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in chosen.items()}
-    _register(ctx, volume, mask.astype(np.float32), data * mask, title=f"automask.auto3d: {_fmt(chosen)}")
+    _register(
+        ctx, volume, mask.astype(np.float32), data * mask, title=f"automask.auto3d: {_fmt(chosen)}"
+    )
     return {"params": chosen, "inside_fraction": float((mask >= 0.5).mean())}
 
 
 def _fmt(d: dict) -> str:
     keys = ("threshold", "nmaxseed", "radius", "nshells", "nshellsgauss")
-    return ", ".join(f"{k}={d[k]:.4g}" if isinstance(d.get(k), float) else f"{k}={d.get(k)}" for k in keys if k in d)
+    return ", ".join(
+        f"{k}={d[k]:.4g}" if isinstance(d.get(k), float) else f"{k}={d.get(k)}"
+        for k in keys
+        if k in d
+    )
 
 
 class AutoMask3D(Protocol):
     id = "automask.auto3d"
     version = "1"
     label = "Automatic 3D mask (EMAN2 mask.auto3d)"
-    help = ("Flood-fill the density connected to seeds above a threshold, grow it by shells and soften its edge. "
-            "With no threshold and no sigma the parameters are chosen automatically, as EMAN2's refinement "
-            "post-processing does.")
-    citations = ("Tang G. et al. (2007) EMAN2: an extensible image processing suite. J Struct Biol 157:38-46",)
+    help = (
+        "Flood-fill the density connected to seeds above a threshold, grow it by shells and soften its edge. "
+        "With no threshold and no sigma the parameters are chosen automatically, as EMAN2's refinement "
+        "post-processing does."
+    )
+    citations = (
+        "Tang G. et al. (2007) EMAN2: an extensible image processing suite. J Struct Biol 157:38-46",
+    )
 
     class Params(ProtocolParams):
-        threshold: float | None = param(None, "Density threshold; none (and no sigma): automatic parameters",
-                                        section="Threshold")
-        sigma: float | None = param(None, "Threshold as mean + sigma·std of the map (instead of threshold)",
-                                    section="Threshold")
-        radius: float = param(0.0, "Seed with the voxels within this radius of the centre that pass the threshold "
-                              "(0: no radius seeding)", unit="px", section="Seeds", ge=0)
-        nmaxseed: int = param(0, "Seed with the N highest voxels (use for hollow objects such as viruses)",
-                              section="Seeds", ge=0)
-        nshells: int = param(0, "Binary 6-connected dilation by this many voxel shells", unit="px",
-                             section="Edge", ge=0)
-        nshellsgauss: int = param(0, "Width of the Gaussian soft edge added after the shells", unit="px",
-                                  section="Edge", ge=0)
-        resolution: float = param(0.0, "Resolution used by the automatic parameters (low-pass, extra shells); "
-                                  "0: max(5 Å, 3 px)", unit="Å", section="Automatic", level=Level.ADVANCED,
-                                  shown_when=ShownWhen("threshold", "==", None), ge=0)
+        threshold: float | None = param(
+            None,
+            "Density threshold; none (and no sigma): automatic parameters",
+            section="Threshold",
+        )
+        sigma: float | None = param(
+            None,
+            "Threshold as mean + sigma·std of the map (instead of threshold)",
+            section="Threshold",
+        )
+        radius: float = param(
+            0.0,
+            "Seed with the voxels within this radius of the centre that pass the threshold "
+            "(0: no radius seeding)",
+            unit="px",
+            section="Seeds",
+            ge=0,
+        )
+        nmaxseed: int = param(
+            0,
+            "Seed with the N highest voxels (use for hollow objects such as viruses)",
+            section="Seeds",
+            ge=0,
+        )
+        nshells: int = param(
+            0,
+            "Binary 6-connected dilation by this many voxel shells",
+            unit="px",
+            section="Edge",
+            ge=0,
+        )
+        nshellsgauss: int = param(
+            0,
+            "Width of the Gaussian soft edge added after the shells",
+            unit="px",
+            section="Edge",
+            ge=0,
+        )
+        resolution: float = param(
+            0.0,
+            "Resolution used by the automatic parameters (low-pass, extra shells); "
+            "0: max(5 Å, 3 px)",
+            unit="Å",
+            section="Automatic",
+            level=Level.ADVANCED,
+            shown_when=ShownWhen("threshold", "==", None),
+            ge=0,
+        )
 
     inputs = {"volume": Input(("Volume",), "the map to mask")}
-    outputs = {"mask": Output("VolumeMask", "the mask, values in [0, 1]"),
-               "volume": Output("Volume", "the map multiplied by the mask (and its half maps)")}
+    outputs = {
+        "mask": Output("VolumeMask", "the mask, values in [0, 1]"),
+        "volume": Output("Volume", "the map multiplied by the mask (and its half maps)"),
+    }
 
     @property
     def automatic(self) -> bool:
@@ -153,20 +225,42 @@ class AutoMask3D(Protocol):
             problems.append(f"param 'nmaxseed': {p.nmaxseed} exceeds the {n} voxels of the map")
         half_diag = 0.5 * float(np.sqrt(np.sum(np.square(vol.shape))))
         if p.radius > half_diag:
-            problems.append(f"param 'radius': {p.radius} px is larger than the box ({'×'.join(map(str, vol.shape))})")
+            problems.append(
+                f"param 'radius': {p.radius} px is larger than the box ({'×'.join(map(str, vol.shape))})"
+            )
         if not self.automatic and p.radius == 0 and p.nmaxseed == 0:
-            problems.append("param 'radius': give radius > 0 or nmaxseed > 0 to seed the flood fill")
+            problems.append(
+                "param 'radius': give radius > 0 or nmaxseed > 0 to seed the flood fill"
+            )
         if p.resolution and p.resolution < 2 * vol.pixel_size:
-            problems.append(f"param 'resolution': {p.resolution} Å is finer than Nyquist ({2 * vol.pixel_size:.3g} Å)")
+            problems.append(
+                f"param 'resolution': {p.resolution} Å is finer than Nyquist ({2 * vol.pixel_size:.3g} Å)"
+            )
         return problems
 
     def steps(self) -> list[Step]:
         p = self.params
-        options = dict(threshold=p.threshold, sigma=p.sigma, radius=p.radius, nmaxseed=p.nmaxseed,
-                       nshells=p.nshells, nshellsgauss=p.nshellsgauss)
-        return [Step("automask", auto3d_step, outputs=["mask", "volume"],
-                     args=dict(volume=self.input["volume"].to_attrs(), auto=self.automatic,
-                               resolution=p.resolution, options=options))]
+        options = dict(
+            threshold=p.threshold,
+            sigma=p.sigma,
+            radius=p.radius,
+            nmaxseed=p.nmaxseed,
+            nshells=p.nshells,
+            nshellsgauss=p.nshellsgauss,
+        )
+        return [
+            Step(
+                "automask",
+                auto3d_step,
+                outputs=["mask", "volume"],
+                args=dict(
+                    volume=self.input["volume"].to_attrs(),
+                    auto=self.automatic,
+                    resolution=p.resolution,
+                    options=options,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("automask", {})
@@ -175,8 +269,10 @@ class AutoMask3D(Protocol):
         extra = ""
         if "vmax" in chosen:
             extra = f" (vmax={chosen['vmax']:.4g}, particle radius={chosen.get('particle_radius_px')} px)"
-        return (f"{head}: {_fmt(chosen)}{extra}; mask covers {100 * r.get('inside_fraction', 0):.1f}% of the box; "
-                f"report: extra/report.png")
+        return (
+            f"{head}: {_fmt(chosen)}{extra}; mask covers {100 * r.get('inside_fraction', 0):.1f}% of the box; "
+            f"report: extra/report.png"
+        )
 
 
 def soft_step(ctx: StepContext, *, volume: dict, mode: str, options: dict) -> dict:
@@ -195,34 +291,90 @@ class SoftMask(Protocol):
     id = "automask.soft"
     version = "1"
     label = "Soft spherical or threshold mask"
-    help = ("EMAN2 mask.soft (value between inner and outer radius, Gaussian fall-off exp(-((d-R)/width)^2) "
-            "beyond them), or a threshold mask with simple morphology (largest component, dilate/erode, soft "
-            "edge, invert).")
+    help = (
+        "EMAN2 mask.soft (value between inner and outer radius, Gaussian fall-off exp(-((d-R)/width)^2) "
+        "beyond them), or a threshold mask with simple morphology (largest component, dilate/erode, soft "
+        "edge, invert)."
+    )
 
     class Params(ProtocolParams):
-        mode: Literal["soft", "threshold"] = param("soft", "EMAN2 mask.soft, or a threshold mask", section="Mode")
-        inner_radius: float = param(0.0, "Inner radius (0: none)", unit="px", section="Soft",
-                                    shown_when=ShownWhen("mode", "==", "soft"), ge=0)
-        outer_radius: float = param(-1.0, "Outer radius; -1: half the box", unit="px", section="Soft",
-                                    shown_when=ShownWhen("mode", "==", "soft"))
-        width: float = param(4.0, "Width of the Gaussian fall-off", unit="px", section="Soft",
-                             shown_when=ShownWhen("mode", "==", "soft"), gt=0)
-        value: float = param(1.0, "Mask value inside", section="Soft", shown_when=ShownWhen("mode", "==", "soft"))
-        threshold: float = param(0.0, "Density threshold", section="Threshold",
-                                 shown_when=ShownWhen("mode", "==", "threshold"))
-        keep_largest: bool = param(True, "Keep only the largest 6-connected region", section="Threshold",
-                                   shown_when=ShownWhen("mode", "==", "threshold"))
-        dilate: int = param(0, "Dilation iterations (6-connected)", unit="px", section="Threshold", ge=0,
-                            shown_when=ShownWhen("mode", "==", "threshold"))
-        erode: int = param(0, "Erosion iterations (6-connected), after dilation", unit="px", section="Threshold",
-                           ge=0, shown_when=ShownWhen("mode", "==", "threshold"))
-        soft_edge: float = param(0.0, "Raised-cosine soft edge width", unit="px", section="Threshold", ge=0,
-                                 shown_when=ShownWhen("mode", "==", "threshold"))
-        invert: bool = param(False, "Invert the mask", section="Threshold",
-                             shown_when=ShownWhen("mode", "==", "threshold"))
+        mode: Literal["soft", "threshold"] = param(
+            "soft", "EMAN2 mask.soft, or a threshold mask", section="Mode"
+        )
+        inner_radius: float = param(
+            0.0,
+            "Inner radius (0: none)",
+            unit="px",
+            section="Soft",
+            shown_when=ShownWhen("mode", "==", "soft"),
+            ge=0,
+        )
+        outer_radius: float = param(
+            -1.0,
+            "Outer radius; -1: half the box",
+            unit="px",
+            section="Soft",
+            shown_when=ShownWhen("mode", "==", "soft"),
+        )
+        width: float = param(
+            4.0,
+            "Width of the Gaussian fall-off",
+            unit="px",
+            section="Soft",
+            shown_when=ShownWhen("mode", "==", "soft"),
+            gt=0,
+        )
+        value: float = param(
+            1.0, "Mask value inside", section="Soft", shown_when=ShownWhen("mode", "==", "soft")
+        )
+        threshold: float = param(
+            0.0,
+            "Density threshold",
+            section="Threshold",
+            shown_when=ShownWhen("mode", "==", "threshold"),
+        )
+        keep_largest: bool = param(
+            True,
+            "Keep only the largest 6-connected region",
+            section="Threshold",
+            shown_when=ShownWhen("mode", "==", "threshold"),
+        )
+        dilate: int = param(
+            0,
+            "Dilation iterations (6-connected)",
+            unit="px",
+            section="Threshold",
+            ge=0,
+            shown_when=ShownWhen("mode", "==", "threshold"),
+        )
+        erode: int = param(
+            0,
+            "Erosion iterations (6-connected), after dilation",
+            unit="px",
+            section="Threshold",
+            ge=0,
+            shown_when=ShownWhen("mode", "==", "threshold"),
+        )
+        soft_edge: float = param(
+            0.0,
+            "Raised-cosine soft edge width",
+            unit="px",
+            section="Threshold",
+            ge=0,
+            shown_when=ShownWhen("mode", "==", "threshold"),
+        )
+        invert: bool = param(
+            False,
+            "Invert the mask",
+            section="Threshold",
+            shown_when=ShownWhen("mode", "==", "threshold"),
+        )
 
     inputs = {"volume": Input(("Volume",), "the map to mask")}
-    outputs = {"mask": Output("VolumeMask", "the mask"), "volume": Output("Volume", "the masked map")}
+    outputs = {
+        "mask": Output("VolumeMask", "the mask"),
+        "volume": Output("Volume", "the masked map"),
+    }
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
@@ -230,9 +382,13 @@ class SoftMask(Protocol):
         if p.mode == "soft":
             outer = p.outer_radius if p.outer_radius > 0 else min(vol.shape) / 2
             if p.outer_radius <= 0 and p.outer_radius != -1:
-                problems.append(f"param 'outer_radius': must be > 0 (or -1: half the box), got {p.outer_radius}")
+                problems.append(
+                    f"param 'outer_radius': must be > 0 (or -1: half the box), got {p.outer_radius}"
+                )
             elif p.inner_radius >= outer:
-                problems.append(f"param 'inner_radius': {p.inner_radius} px must be smaller than outer_radius ({outer} px)")
+                problems.append(
+                    f"param 'inner_radius': {p.inner_radius} px must be smaller than outer_radius ({outer} px)"
+                )
             if outer > 0.5 * float(np.sqrt(np.sum(np.square(vol.shape)))):
                 problems.append(f"param 'outer_radius': {outer} px is larger than the box")
         return problems
@@ -240,9 +396,26 @@ class SoftMask(Protocol):
     def steps(self) -> list[Step]:
         p = self.params
         if p.mode == "soft":
-            options = dict(inner_radius=p.inner_radius, outer_radius=p.outer_radius, width=p.width, value=p.value)
+            options = dict(
+                inner_radius=p.inner_radius,
+                outer_radius=p.outer_radius,
+                width=p.width,
+                value=p.value,
+            )
         else:
-            options = dict(threshold=p.threshold, keep_largest=p.keep_largest, dilate=p.dilate, erode=p.erode,
-                           soft_edge=p.soft_edge, invert=p.invert)
-        return [Step("mask", soft_step, outputs=["mask", "volume"],
-                     args=dict(volume=self.input["volume"].to_attrs(), mode=p.mode, options=options))]
+            options = dict(
+                threshold=p.threshold,
+                keep_largest=p.keep_largest,
+                dilate=p.dilate,
+                erode=p.erode,
+                soft_edge=p.soft_edge,
+                invert=p.invert,
+            )
+        return [
+            Step(
+                "mask",
+                soft_step,
+                outputs=["mask", "volume"],
+                args=dict(volume=self.input["volume"].to_attrs(), mode=p.mode, options=options),
+            )
+        ]

@@ -23,15 +23,20 @@ def _particle_columns(stack: str, star: str, pixel_size: float) -> dict[str, np.
     if star:
         cols, _info = read_particles_star(star, pixel_size=pixel_size if pixel_size > 0 else None)
         if stack:  # the stack given explicitly replaces the paths written in the STAR file
-            cols["image_path"] = np.full(len(cols["image_index"]), os.path.abspath(stack), dtype=object)
+            cols["image_path"] = np.full(
+                len(cols["image_index"]), os.path.abspath(stack), dtype=object
+            )
         return cols
     info = read_info(stack)
     px = pixel_size if pixel_size > 0 else info.pixel_size
     if px <= 0:
         raise ParamError("pixel_size", f"{stack}: the header says pixel size 0; set pixel_size")
     n = info.shape[0]
-    return {"image_path": np.full(n, os.path.abspath(stack), dtype=object),
-            "image_index": np.arange(n, dtype=np.int64), "pixel_size": np.full(n, px)}
+    return {
+        "image_path": np.full(n, os.path.abspath(stack), dtype=object),
+        "image_index": np.arange(n, dtype=np.int64),
+        "pixel_size": np.full(n, px),
+    }
 
 
 def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -45,10 +50,14 @@ def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
         info = read_info(path)
         top = int(cols["image_index"][cols["image_path"] == path].max())
         if top >= info.shape[0]:
-            raise InputFileError(path, f"holds {info.shape[0]} images but image {top + 1} is referenced")
+            raise InputFileError(
+                path, f"holds {info.shape[0]} images but image {top + 1} is referenced"
+            )
         this = tuple(info.shape[1:])
         if box is not None and this != box:
-            raise InputFileError(path, f"images are {this[1]}x{this[0]} px, other stacks {box[1]}x{box[0]}")
+            raise InputFileError(
+                path, f"images are {this[1]}x{this[0]} px, other stacks {box[1]}x{box[0]}"
+            )
         box = this
     assert box is not None
     return box  # type: ignore[return-value]
@@ -57,9 +66,16 @@ def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
 def import_particles_step(ctx: StepContext, *, stack: str, star: str, pixel_size: float) -> dict:
     cols = _particle_columns(stack, star, pixel_size)
     box = _check_images(cols)
-    ctx.output_set("particles", "SetOfParticles", cols,
-                   attrs={"box": list(box), "pixel_size": float(np.median(cols["pixel_size"])),
-                          "source": star or stack})
+    ctx.output_set(
+        "particles",
+        "SetOfParticles",
+        cols,
+        attrs={
+            "box": list(box),
+            "pixel_size": float(np.median(cols["pixel_size"])),
+            "source": star or stack,
+        },
+    )
     return {"count": int(len(cols["image_index"])), "box": list(box)}
 
 
@@ -70,11 +86,20 @@ class ImportParticles(Protocol):
     help = "Import a particle stack (MRC), optionally with a RELION STAR file carrying poses, CTF and coordinates."
 
     class Params(ProtocolParams):
-        stack: str = param("", "Particle stack (.mrcs/.mrc); optional when the STAR file names the images",
-                           section="Input")
-        star: str = param("", "RELION STAR file with the particles' metadata (optional)", section="Input")
-        pixel_size: float = param(-1.0, "Pixel size; -1: from the STAR file, else the stack header", unit="Å",
-                                  section="Input")
+        stack: str = param(
+            "",
+            "Particle stack (.mrcs/.mrc); optional when the STAR file names the images",
+            section="Input",
+        )
+        star: str = param(
+            "", "RELION STAR file with the particles' metadata (optional)", section="Input"
+        )
+        pixel_size: float = param(
+            -1.0,
+            "Pixel size; -1: from the STAR file, else the stack header",
+            unit="Å",
+            section="Input",
+        )
 
     outputs = {"particles": Output("SetOfParticles", "the particles with their metadata")}
 
@@ -101,9 +126,18 @@ class ImportParticles(Protocol):
 
     def steps(self) -> list[Step]:
         p = self.params
-        return [Step("import", import_particles_step, outputs=["particles"],
-                     args=dict(stack=os.path.abspath(p.stack) if p.stack else "",
-                               star=os.path.abspath(p.star) if p.star else "", pixel_size=p.pixel_size))]
+        return [
+            Step(
+                "import",
+                import_particles_step,
+                outputs=["particles"],
+                args=dict(
+                    stack=os.path.abspath(p.stack) if p.stack else "",
+                    star=os.path.abspath(p.star) if p.star else "",
+                    pixel_size=p.pixel_size,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("import", {})
@@ -118,7 +152,9 @@ class ImportTomograms(Protocol):
 
     class Params(ProtocolParams):
         path: str = param("", "Tomogram file or glob pattern", section="Input")
-        pixel_size: float = param(-1.0, _PX_HELP + "; TIFF files have none", unit="Å", section="Input")
+        pixel_size: float = param(
+            -1.0, _PX_HELP + "; TIFF files have none", unit="Å", section="Input"
+        )
 
     outputs = {"tomograms": Output("SetOfTomograms", "the imported tomograms")}
 
@@ -132,8 +168,18 @@ class ImportTomograms(Protocol):
         return problems
 
     def steps(self) -> list[Step]:
-        return [Step("import", import_many_step, outputs=["tomograms"],
-                     args=dict(paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Tomogram"))]
+        return [
+            Step(
+                "import",
+                import_many_step,
+                outputs=["tomograms"],
+                args=dict(
+                    paths=_paths(self.params.path),
+                    pixel_size=self.params.pixel_size,
+                    kind="Tomogram",
+                ),
+            )
+        ]
 
 
 def _read_text_coords(path: str) -> dict[str, np.ndarray]:
@@ -161,11 +207,18 @@ def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
         x.append(float(box[0]))
         y.append(float(box[1]))
         z.append(float(box[2]))
-        scores.append(float(box[4]) if len(box) > 4 and isinstance(box[4], int | float) else float("nan"))
+        scores.append(
+            float(box[4]) if len(box) > 4 and isinstance(box[4], int | float) else float("nan")
+        )
         cls = int(box[5]) if len(box) > 5 else 0
         tags.append(classes.get(cls, str(cls)))
-    return {"x": np.array(x), "y": np.array(y), "z": np.array(z), "tag": np.array(tags, dtype=object),
-            "score": np.array(scores)}
+    return {
+        "x": np.array(x),
+        "y": np.array(y),
+        "z": np.array(z),
+        "tag": np.array(tags, dtype=object),
+        "score": np.array(scores),
+    }
 
 
 def _read_coords(path: str, fmt: str, pixel_size: float) -> dict[str, np.ndarray]:
@@ -178,7 +231,9 @@ def _read_coords(path: str, fmt: str, pixel_size: float) -> dict[str, np.ndarray
     return _read_text_coords(path)
 
 
-def import_coords_step(ctx: StepContext, *, path: str, tomogram: str, pixel_size: float, fmt: str) -> dict:
+def import_coords_step(
+    ctx: StepContext, *, path: str, tomogram: str, pixel_size: float, fmt: str
+) -> dict:
     cols = _read_coords(path, fmt, pixel_size)
     n = len(cols["x"])
     if tomogram or "tomogram" not in cols:
@@ -198,13 +253,23 @@ class ImportCoordinates3D(Protocol):
     help = "Import 3D particle coordinates from a RELION/Warp STAR file, a plain text x y z table or EMAN2 info JSON."
 
     class Params(ProtocolParams):
-        path: str = param("", "Coordinates file (.star, .txt/.coords, or EMAN2 info/*_info.json)", section="Input")
+        path: str = param(
+            "", "Coordinates file (.star, .txt/.coords, or EMAN2 info/*_info.json)", section="Input"
+        )
         format: Literal["auto", "star", "text", "eman2"] = param(
-            "auto", "File format; auto guesses from the extension", section="Input")
-        tomogram: str = param("", "Tomogram name for every coordinate (default: from the file, or the file name)",
-                              section="Input")
-        pixel_size: float = param(-1.0, "Pixel size the coordinates refer to; -1: from the file if it says",
-                                  unit="Å", section="Input")
+            "auto", "File format; auto guesses from the extension", section="Input"
+        )
+        tomogram: str = param(
+            "",
+            "Tomogram name for every coordinate (default: from the file, or the file name)",
+            section="Input",
+        )
+        pixel_size: float = param(
+            -1.0,
+            "Pixel size the coordinates refer to; -1: from the file if it says",
+            unit="Å",
+            section="Input",
+        )
 
     outputs = {"coordinates": Output("SetOfCoordinates3D", "the coordinates")}
 
@@ -230,9 +295,19 @@ class ImportCoordinates3D(Protocol):
 
     def steps(self) -> list[Step]:
         p = self.params
-        return [Step("import", import_coords_step, outputs=["coordinates"],
-                     args=dict(path=_paths(p.path)[0], tomogram=p.tomogram, pixel_size=p.pixel_size,
-                               fmt=self._format()))]
+        return [
+            Step(
+                "import",
+                import_coords_step,
+                outputs=["coordinates"],
+                args=dict(
+                    path=_paths(p.path)[0],
+                    tomogram=p.tomogram,
+                    pixel_size=p.pixel_size,
+                    fmt=self._format(),
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("import", {})

@@ -42,17 +42,23 @@ def _check_path(name: str, pattern: str, problems: list[str], *, many: bool = Fa
     return found
 
 
-def _load(path: str, pixel_size: float) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+def _load(
+    path: str, pixel_size: float
+) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
     """Read any supported image file; checks the pixel size is known and positive."""
     from emforge.io import read_image_file
 
     data, voxel, origin = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
     if voxel is None or min(voxel) <= 0:
-        raise ParamError("pixel_size", f"{path}: the file gives no pixel size (0 in the header); set pixel_size")
+        raise ParamError(
+            "pixel_size", f"{path}: the file gives no pixel size (0 in the header); set pixel_size"
+        )
     return data, voxel, origin
 
 
-def _header_problems(path: str, pixel_size: float, problems: list[str], *, ndim: int = 3) -> tuple | None:
+def _header_problems(
+    path: str, pixel_size: float, problems: list[str], *, ndim: int = 3
+) -> tuple | None:
     """Validate a map file without reading its data (header and size checks)."""
     from emforge.errors import EmforgeError
     from emforge.io import read_image_file, read_info
@@ -61,11 +67,15 @@ def _header_problems(path: str, pixel_size: float, problems: list[str], *, ndim:
         if Path(path).suffix.lower() in (".mrc", ".map", ".mrcs", ".rec", ".st", ".ali"):
             info = read_info(path)
             if pixel_size <= 0 and min(info.voxel_size) <= 0:
-                problems.append(f"param 'pixel_size': {path}: the header says pixel size 0; set pixel_size")
+                problems.append(
+                    f"param 'pixel_size': {path}: the header says pixel size 0; set pixel_size"
+                )
             return info.shape
         data, voxel, _ = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
         if voxel is None:
-            problems.append(f"param 'pixel_size': {path}: the file gives no pixel size; set pixel_size")
+            problems.append(
+                f"param 'pixel_size': {path}: the file gives no pixel size; set pixel_size"
+            )
         return data.shape
     except EmforgeError as exc:
         problems.append(str(exc))
@@ -80,7 +90,9 @@ def _write_map(ctx: StepContext, name: str, data: np.ndarray, voxel: tuple, orig
     return str(target)
 
 
-def import_volume_step(ctx: StepContext, *, path: str, pixel_size: float, half1: str, half2: str) -> dict:
+def import_volume_step(
+    ctx: StepContext, *, path: str, pixel_size: float, half1: str, half2: str
+) -> dict:
     data, voxel, origin = _load(path, pixel_size)
     out = _write_map(ctx, "volume.mrc", data, voxel, origin)
     halves = []
@@ -88,13 +100,27 @@ def import_volume_step(ctx: StepContext, *, path: str, pixel_size: float, half1:
         if h:
             hd, hv, ho = _load(h, pixel_size if pixel_size > 0 else voxel[2])
             if hd.shape != data.shape:
-                raise ParamError(f"half{i}", f"{h}: shape {hd.shape} differs from the map's {data.shape}")
+                raise ParamError(
+                    f"half{i}", f"{h}: shape {hd.shape} differs from the map's {data.shape}"
+                )
             halves.append(_write_map(ctx, f"half{i}.mrc", hd, hv, ho))
-    vol = Volume(out, float(voxel[2]), tuple(data.shape), tuple(map(float, origin)),
-                 half1=halves[0] if halves else None, half2=halves[1] if len(halves) > 1 else None,
-                 voxel_size=tuple(map(float, voxel)), source=path)
+    vol = Volume(
+        out,
+        float(voxel[2]),
+        tuple(data.shape),
+        tuple(map(float, origin)),
+        half1=halves[0] if halves else None,
+        half2=halves[1] if len(halves) > 1 else None,
+        voxel_size=tuple(map(float, voxel)),
+        source=path,
+    )
     ctx.output("volume", vol, label=Path(path).name)
-    return {"shape": list(data.shape), "pixel_size": voxel[2], "min": float(data.min()), "max": float(data.max())}
+    return {
+        "shape": list(data.shape),
+        "pixel_size": voxel[2],
+        "min": float(data.min()),
+        "max": float(data.max()),
+    }
 
 
 class _VolumeParams(ProtocolParams):
@@ -115,7 +141,11 @@ class ImportVolume(Protocol):
     outputs = {"volume": Output("Volume", "the imported map (float32 MRC in the project)")}
 
     def external_files(self) -> list[str]:
-        return [p for p in (self.params.path, self.params.half1, self.params.half2) if p and os.path.isfile(p)]
+        return [
+            p
+            for p in (self.params.path, self.params.half1, self.params.half2)
+            if p and os.path.isfile(p)
+        ]
 
     def validate(self) -> list[str]:
         problems: list[str] = []
@@ -130,34 +160,55 @@ class ImportVolume(Protocol):
                 hfound = _check_path(name, value, problems)
                 hshape = _header_problems(hfound[0], p.pixel_size, problems) if hfound else None
                 if shape and hshape and tuple(hshape) != tuple(shape):
-                    problems.append(f"param '{name}': {value}: shape {tuple(hshape)} differs from the map's {tuple(shape)}")
+                    problems.append(
+                        f"param '{name}': {value}: shape {tuple(hshape)} differs from the map's {tuple(shape)}"
+                    )
         if shape is not None and len(shape) == 3 and shape[0] == 1:
             problems.append(f"param 'path': {p.path}: is a 2D image, not a 3D map")
         return problems
 
     def steps(self) -> list[Step]:
         p = self.params
-        return [Step("import", import_volume_step, outputs=["volume"],
-                     args=dict(path=_paths(p.path)[0], pixel_size=p.pixel_size,
-                               half1=_paths(p.half1)[0] if p.half1 else "", half2=_paths(p.half2)[0] if p.half2 else ""))]
+        return [
+            Step(
+                "import",
+                import_volume_step,
+                outputs=["volume"],
+                args=dict(
+                    path=_paths(p.path)[0],
+                    pixel_size=p.pixel_size,
+                    half1=_paths(p.half1)[0] if p.half1 else "",
+                    half2=_paths(p.half2)[0] if p.half2 else "",
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         v = outputs["volume"]
         return f"map {v.shape[2]}x{v.shape[1]}x{v.shape[0]} at {v.pixel_size:.4g} Å/px" + (
-            " with half maps" if v.has_halves else "")
+            " with half maps" if v.has_halves else ""
+        )
 
 
 def import_many_step(ctx: StepContext, *, paths: list[str], pixel_size: float, kind: str) -> dict:
     cols: dict[str, list] = {"image_path": [], "pixel_size": []}
     for i, path in enumerate(paths):
         data, voxel, origin = _load(path, pixel_size)
-        cols["image_path"].append(_write_map(ctx, f"{kind.lower()}_{i + 1:04d}.mrc", data, voxel, origin))
+        cols["image_path"].append(
+            _write_map(ctx, f"{kind.lower()}_{i + 1:04d}.mrc", data, voxel, origin)
+        )
         cols["pixel_size"].append(voxel[2])
         ctx.progress((i + 1) / len(paths), Path(path).name)
-    ctx.output_set("volumes" if kind == "Volume" else "tomograms", f"SetOf{kind}s",
-                   {"image_path": np.array(cols["image_path"], dtype=object),
-                    "pixel_size": np.array(cols["pixel_size"]), "image_index": np.zeros(len(paths), np.int64)},
-                   attrs={"sources": paths})
+    ctx.output_set(
+        "volumes" if kind == "Volume" else "tomograms",
+        f"SetOf{kind}s",
+        {
+            "image_path": np.array(cols["image_path"], dtype=object),
+            "pixel_size": np.array(cols["pixel_size"]),
+            "image_index": np.zeros(len(paths), np.int64),
+        },
+        attrs={"sources": paths},
+    )
     return {"count": len(paths)}
 
 
@@ -179,8 +230,16 @@ class ImportVolumes(Protocol):
         return problems
 
     def steps(self) -> list[Step]:
-        return [Step("import", import_many_step, outputs=["volumes"],
-                     args=dict(paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Volume"))]
+        return [
+            Step(
+                "import",
+                import_many_step,
+                outputs=["volumes"],
+                args=dict(
+                    paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Volume"
+                ),
+            )
+        ]
 
 
 def _mask_value_problems(path: str) -> list[str]:
@@ -197,13 +256,25 @@ def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
     data, voxel, origin = _load(path, pixel_size)
     lo, hi = float(data.min()), float(data.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ParamError("path", f"{path}: mask values must lie in [0, 1], found {lo:.4g} … {hi:.4g}")
+        raise ParamError(
+            "path", f"{path}: mask values must lie in [0, 1], found {lo:.4g} … {hi:.4g}"
+        )
     data = np.clip(data, 0.0, 1.0)
     soft = bool(np.any((data > 1e-6) & (data < 1 - 1e-6)))
     out = _write_map(ctx, "mask.mrc", data, voxel, origin)
-    ctx.output("mask", VolumeMask(out, float(voxel[2]), tuple(data.shape), tuple(map(float, origin)),
-                                  voxel_size=tuple(map(float, voxel)), soft=soft, source=path),
-               label=Path(path).name)
+    ctx.output(
+        "mask",
+        VolumeMask(
+            out,
+            float(voxel[2]),
+            tuple(data.shape),
+            tuple(map(float, origin)),
+            voxel_size=tuple(map(float, voxel)),
+            soft=soft,
+            source=path,
+        ),
+        label=Path(path).name,
+    )
     return {"inside_fraction": float(data.mean()), "soft": soft}
 
 
@@ -226,6 +297,11 @@ class ImportMask(Protocol):
         return problems
 
     def steps(self) -> list[Step]:
-        return [Step("import", import_mask_step, outputs=["mask"],
-                     args=dict(path=_paths(self.params.path)[0], pixel_size=self.params.pixel_size))]
-
+        return [
+            Step(
+                "import",
+                import_mask_step,
+                outputs=["mask"],
+                args=dict(path=_paths(self.params.path)[0], pixel_size=self.params.pixel_size),
+            )
+        ]

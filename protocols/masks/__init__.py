@@ -8,9 +8,16 @@ manifest = PluginManifest(
     name="masks",
     description="Geometric 2D/3D masks (Xmipp semantics): create them and apply them to particles and maps",
     protocols=[
-        ProtocolEntry(id="masks.create", python_name=f"{_M}:MaskCreate", label="Create a geometric mask"),
-        ProtocolEntry(id="masks.volumes", python_name=f"{_M}:MaskVolumes", label="Apply a 3D mask to map(s)"),
-        ProtocolEntry(id="masks.particles", python_name=f"{_M}:MaskParticles",
-                      label="Apply a 2D mask to particles"),
+        ProtocolEntry(
+            id="masks.create", python_name=f"{_M}:MaskCreate", label="Create a geometric mask"
+        ),
+        ProtocolEntry(
+            id="masks.volumes", python_name=f"{_M}:MaskVolumes", label="Apply a 3D mask to map(s)"
+        ),
+        ProtocolEntry(
+            id="masks.particles",
+            python_name=f"{_M}:MaskParticles",
+            label="Apply a 2D mask to particles",
+        ),
     ],
 )

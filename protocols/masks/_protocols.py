@@ -31,20 +31,32 @@ __all__ = ["MaskCreate", "MaskVolumes", "MaskParticles", "mask_stack_file", "che
 #: bytes of float32 images read, masked and written at a time by :func:`mask_stack_file`
 CHUNK_BYTES = 4 << 20
 
-_SOURCE_HELP = "Where the mask comes from: a geometry given here, or a mask created earlier (input 'mask')"
+_SOURCE_HELP = (
+    "Where the mask comes from: a geometry given here, or a mask created earlier (input 'mask')"
+)
 
 
-def check_created_mask(mask: Any, shape: tuple[int, ...], pixel_size: float, what: str) -> list[str]:
+def check_created_mask(
+    mask: Any, shape: tuple[int, ...], pixel_size: float, what: str
+) -> list[str]:
     """A created mask must match the input's dimensions and pixel size (within 1%)."""
     problems = []
     if tuple(mask.shape) != tuple(shape):
         ms = "×".join(map(str, mask.shape[::-1]))
         ins = "×".join(map(str, shape[::-1]))
-        problems.append(f"input 'mask': mask {ms} px (x×y{'×z' if len(shape) == 3 else ''}) does not match "
-                        f"the {what} ({ins} px)")
-    if pixel_size > 0 and mask.pixel_size > 0 and abs(mask.pixel_size - pixel_size) > 0.01 * pixel_size:
-        problems.append(f"input 'mask': pixel size {mask.pixel_size:.4g} Å differs from the {what} "
-                        f"({pixel_size:.4g} Å) by more than 1%")
+        problems.append(
+            f"input 'mask': mask {ms} px (x×y{'×z' if len(shape) == 3 else ''}) does not match "
+            f"the {what} ({ins} px)"
+        )
+    if (
+        pixel_size > 0
+        and mask.pixel_size > 0
+        and abs(mask.pixel_size - pixel_size) > 0.01 * pixel_size
+    ):
+        problems.append(
+            f"input 'mask': pixel size {mask.pixel_size:.4g} Å differs from the {what} "
+            f"({pixel_size:.4g} Å) by more than 1%"
+        )
     return problems
 
 
@@ -56,8 +68,9 @@ def _read_mask(path: str) -> np.ndarray:
 
 
 # -- masks.create -----------------------------------------------------------------------------
-def create_step(ctx: StepContext, *, shape: list[int], pixel_size: float, geometry: str,
-                options: dict[str, Any]) -> dict:
+def create_step(
+    ctx: StepContext, *, shape: list[int], pixel_size: float, geometry: str, options: dict[str, Any]
+) -> dict:
     from emforge.io import write_volume
 
     from .kernels import is_binary, make_mask
@@ -80,15 +93,34 @@ class MaskCreate(Protocol):
     help = "Write a 3D VolumeMask (or a 2D mask) from a geometry, for later protocols to apply."
 
     class Params(Geometry3DParams):
-        dimensions: Literal["3d", "2d"] = param("3d", "A 3D mask (VolumeMask) or a 2D mask (Mask2D)", section="Box")
+        dimensions: Literal["3d", "2d"] = param(
+            "3d", "A 3D mask (VolumeMask) or a 2D mask (Mask2D)", section="Box"
+        )
         size: int = param(-1, "Box size; -1: from the 'reference' input", unit="px", section="Box")
-        pixel_size: float = param(-1.0, "Pixel size; -1: from the 'reference' input", unit="Å", section="Box")
-        geometry2d: Literal["circular", "box", "crown", "gaussian", "raised_cosine", "raised_crown"] = param(
-            "circular", "Shape of the 2D mask", section="Geometry", shown_when=ShownWhen("dimensions", "==", "2d"))
+        pixel_size: float = param(
+            -1.0, "Pixel size; -1: from the 'reference' input", unit="Å", section="Box"
+        )
+        geometry2d: Literal[
+            "circular", "box", "crown", "gaussian", "raised_cosine", "raised_crown"
+        ] = param(
+            "circular",
+            "Shape of the 2D mask",
+            section="Geometry",
+            shown_when=ShownWhen("dimensions", "==", "2d"),
+        )
 
-    inputs = {"reference": Input(("Volume", "SetOfParticles", "VolumeMask"), "takes the box size and pixel size "
-                                 "from this object", optional=True)}
-    outputs = {"mask": Output("VolumeMask | Mask2D", "the mask: a VolumeMask, or a Mask2D with dimensions = 2d")}
+    inputs = {
+        "reference": Input(
+            ("Volume", "SetOfParticles", "VolumeMask"),
+            "takes the box size and pixel size from this object",
+            optional=True,
+        )
+    }
+    outputs = {
+        "mask": Output(
+            "VolumeMask | Mask2D", "the mask: a VolumeMask, or a Mask2D with dimensions = 2d"
+        )
+    }
 
     def _box(self) -> tuple[tuple[int, ...] | None, float]:
         p, ref = self.params, self.input.get("reference")
@@ -102,7 +134,11 @@ class MaskCreate(Protocol):
             shape = None
         px = p.pixel_size
         if px <= 0 and ref is not None:
-            px = float(ref.attrs.get("pixel_size", -1)) if hasattr(ref, "attrs") else float(ref.pixel_size)
+            px = (
+                float(ref.attrs.get("pixel_size", -1))
+                if hasattr(ref, "attrs")
+                else float(ref.pixel_size)
+            )
         return shape, px
 
     def _geometry(self) -> str:
@@ -126,13 +162,30 @@ class MaskCreate(Protocol):
         opts = geometry_options(view)
         if len(shape) == 2:  # type: ignore[arg-type]
             opts.pop("height", None)
-        return [Step("create", create_step, outputs=["mask"],
-                     args=dict(shape=list(shape), pixel_size=px, geometry=self._geometry(), options=opts))]  # type: ignore[arg-type]
+        return [
+            Step(
+                "create",
+                create_step,
+                outputs=["mask"],
+                args=dict(
+                    shape=list(shape), pixel_size=px, geometry=self._geometry(), options=opts
+                ),
+            )
+        ]  # type: ignore[arg-type]
 
 
 # -- masks.volumes --------------------------------------------------------------------------------
-def mask_volume_step(ctx: StepContext, *, items: list[dict[str, Any]], source: str, geometry: str,
-                     options: dict[str, Any], mask_path: str, fill: str, fill_value: float) -> dict:
+def mask_volume_step(
+    ctx: StepContext,
+    *,
+    items: list[dict[str, Any]],
+    source: str,
+    geometry: str,
+    options: dict[str, Any],
+    mask_path: str,
+    fill: str,
+    fill_value: float,
+) -> dict:
     from emforge.io import read_volume, write_volume
 
     from .kernels import apply_mask, mask_volume
@@ -148,7 +201,9 @@ def mask_volume_step(ctx: StepContext, *, items: list[dict[str, Any]], source: s
             if created is not None:
                 out = apply_mask(data, created, binary=False, out=data)
             else:
-                out = mask_volume(data, geometry, fill=fill, fill_value=fill_value, out=data, **options)
+                out = mask_volume(
+                    data, geometry, fill=fill, fill_value=fill_value, out=data, **options
+                )
             target = ctx.path(f"{item['name']}{'' if role == 'path' else '_' + role}.mrc")
             write_volume(target, out, voxel_size=info.voxel_size, origin=info.origin)
             paths[role] = str(target)
@@ -166,23 +221,43 @@ class MaskVolumes(Protocol):
     class Params(Geometry3DParams, FillParams):
         source: Literal["geometry", "mask"] = param("geometry", _SOURCE_HELP, section="Mask")
 
-    inputs = {"volume": Input(("Volume", "SetOfVolumes"), "the map(s) to mask"),
-              "mask": Input(("VolumeMask",), "a created mask (with source = mask)", optional=True)}
-    outputs = {"volume": Output("Volume", "the masked map (for a Volume input)", optional=True),
-               "volumes": Output("SetOfVolumes", "the masked maps (for a SetOfVolumes input)", optional=True)}
+    inputs = {
+        "volume": Input(("Volume", "SetOfVolumes"), "the map(s) to mask"),
+        "mask": Input(("VolumeMask",), "a created mask (with source = mask)", optional=True),
+    }
+    outputs = {
+        "volume": Output("Volume", "the masked map (for a Volume input)", optional=True),
+        "volumes": Output(
+            "SetOfVolumes", "the masked maps (for a SetOfVolumes input)", optional=True
+        ),
+    }
 
     def _items(self) -> list[dict[str, Any]]:
         vol = self.input["volume"]
         if isinstance(vol, Volume):
-            return [{"name": "volume", "path": vol.path, "half1": vol.half1, "half2": vol.half2,
-                     "shape": tuple(vol.shape), "pixel_size": vol.pixel_size}]
+            return [
+                {
+                    "name": "volume",
+                    "path": vol.path,
+                    "half1": vol.half1,
+                    "half2": vol.half2,
+                    "shape": tuple(vol.shape),
+                    "pixel_size": vol.pixel_size,
+                }
+            ]
         from emforge.io import read_info
 
         cols = vol.read("image_path", "pixel_size")
         items = []
         for i, (path, px) in enumerate(zip(cols["image_path"], cols["pixel_size"], strict=True)):
-            items.append({"name": f"volume_{i + 1:04d}", "path": path, "shape": tuple(read_info(path).shape),
-                          "pixel_size": float(px)})
+            items.append(
+                {
+                    "name": f"volume_{i + 1:04d}",
+                    "path": path,
+                    "shape": tuple(read_info(path).shape),
+                    "pixel_size": float(px),
+                }
+            )
         return items
 
     def validate(self) -> list[str]:
@@ -192,7 +267,9 @@ class MaskVolumes(Protocol):
             if self.input.get("mask") is None:
                 problems.append("input 'mask': required when source = mask")
             else:
-                for shape, px in sorted({(it["shape"], it["pixel_size"]) for it in items}):  # every distinct map
+                for shape, px in sorted(
+                    {(it["shape"], it["pixel_size"]) for it in items}
+                ):  # every distinct map
                     problems += check_created_mask(self.input["mask"], shape, px, "volume")
         else:
             for shape in sorted({it["shape"] for it in items}):
@@ -203,34 +280,72 @@ class MaskVolumes(Protocol):
         p = self.params
         mask = self.input.get("mask")
         is_single = isinstance(self.input["volume"], Volume)
-        return [Step("mask", mask_volume_step,
-                     args=dict(items=self._items(), source=p.source, geometry=p.geometry,
-                               options=geometry_options(p), mask_path=mask.path if mask is not None else "",
-                               fill=p.fill, fill_value=p.fill_value)),
-                Step("register", register_volumes_step, deps=["mask"], outputs=["volume" if is_single else "volumes"],
-                     args=dict(single=is_single, source_id=self.input_ids.get("volume"),
-                               volume=self.input["volume"].to_attrs() if is_single else None,
-                               names=[it["name"] for it in self._items()]))]
+        return [
+            Step(
+                "mask",
+                mask_volume_step,
+                args=dict(
+                    items=self._items(),
+                    source=p.source,
+                    geometry=p.geometry,
+                    options=geometry_options(p),
+                    mask_path=mask.path if mask is not None else "",
+                    fill=p.fill,
+                    fill_value=p.fill_value,
+                ),
+            ),
+            Step(
+                "register",
+                register_volumes_step,
+                deps=["mask"],
+                outputs=["volume" if is_single else "volumes"],
+                args=dict(
+                    single=is_single,
+                    source_id=self.input_ids.get("volume"),
+                    volume=self.input["volume"].to_attrs() if is_single else None,
+                    names=[it["name"] for it in self._items()],
+                ),
+            ),
+        ]
 
 
-def register_volumes_step(ctx: StepContext, *, single: bool, source_id: int, volume: dict | None,
-                          names: list[str]) -> dict:
+def register_volumes_step(
+    ctx: StepContext, *, single: bool, source_id: int, volume: dict | None, names: list[str]
+) -> dict:
     paths = {n: str(ctx.path(f"{n}.mrc")) for n in names}
     if single:
         v = Volume.from_attrs(volume)  # type: ignore[arg-type]
         h1 = str(ctx.path("volume_half1.mrc")) if v.half1 else None
         h2 = str(ctx.path("volume_half2.mrc")) if v.half2 else None
-        ctx.output("volume", Volume(paths["volume"], v.pixel_size, v.shape, v.origin, h1, h2, v.voxel_size))
+        ctx.output(
+            "volume", Volume(paths["volume"], v.pixel_size, v.shape, v.origin, h1, h2, v.voxel_size)
+        )
     else:
-        ctx.output_set_copy("volumes", source_id, {"image_path": np.array([paths[n] for n in names], dtype=object),
-                                                   "image_index": np.zeros(len(names), np.int64)})
+        ctx.output_set_copy(
+            "volumes",
+            source_id,
+            {
+                "image_path": np.array([paths[n] for n in names], dtype=object),
+                "image_index": np.zeros(len(names), np.int64),
+            },
+        )
     return {}
 
 
 # -- masks.particles ------------------------------------------------------------------------------
-def mask_stack_file(sources: list[str], indices: np.ndarray, target: str, *, mask: np.ndarray, binary: bool,
-                    fill: str, fill_value: float, pixel_size: float, chunk: int | None = None,
-                    progress: Any = None) -> int:
+def mask_stack_file(
+    sources: list[str],
+    indices: np.ndarray,
+    target: str,
+    *,
+    mask: np.ndarray,
+    binary: bool,
+    fill: str,
+    fill_value: float,
+    pixel_size: float,
+    chunk: int | None = None,
+    progress: Any = None,
+) -> int:
     """Stream images ``(sources[i], indices[i])`` through a mask into one new stack file.
 
     Reads at most ``chunk`` images at a time (default: as many as fit in 4 MiB of float32, so
@@ -275,21 +390,44 @@ def mask_stack_file(sources: list[str], indices: np.ndarray, target: str, *, mas
     return n
 
 
-def mask_part_step(ctx: StepContext, *, sources: list[str], indices: np.ndarray, target: str, source: str,
-                   geometry: str, options: dict[str, Any], mask_path: str, box: list[int], fill: str,
-                   fill_value: float, pixel_size: float) -> dict:
+def mask_part_step(
+    ctx: StepContext,
+    *,
+    sources: list[str],
+    indices: np.ndarray,
+    target: str,
+    source: str,
+    geometry: str,
+    options: dict[str, Any],
+    mask_path: str,
+    box: list[int],
+    fill: str,
+    fill_value: float,
+    pixel_size: float,
+) -> dict:
     from .kernels import is_binary, make_mask
 
     if source == "mask":
         mask, binary = _read_mask(mask_path)[0], False
     else:
         mask, binary = make_mask(tuple(box), geometry, **options), is_binary(geometry)
-    n = mask_stack_file(sources, indices, target, mask=mask, binary=binary, fill=fill, fill_value=fill_value,
-                        pixel_size=pixel_size, progress=ctx.progress)
+    n = mask_stack_file(
+        sources,
+        indices,
+        target,
+        mask=mask,
+        binary=binary,
+        fill=fill,
+        fill_value=fill_value,
+        pixel_size=pixel_size,
+        progress=ctx.progress,
+    )
     return {"images": n}
 
 
-def register_particles_step(ctx: StepContext, *, source_id: int, targets: list[str], bounds: list[list[int]]) -> dict:
+def register_particles_step(
+    ctx: StepContext, *, source_id: int, targets: list[str], bounds: list[list[int]]
+) -> dict:
     n = bounds[-1][1] if bounds else 0
     paths = np.empty(n, dtype=object)
     index = np.empty(n, dtype=np.int64)
@@ -304,16 +442,25 @@ class MaskParticles(Protocol):
     id = "masks.particles"
     version = "1"
     label = "Apply a 2D mask to particles"
-    help = ("Apply a geometric 2D mask, or a created Mask2D, to every particle image; the output set keeps every "
-            "metadata column (pose, shifts, CTF, coordinates, extra columns) and only the images change.")
+    help = (
+        "Apply a geometric 2D mask, or a created Mask2D, to every particle image; the output set keeps every "
+        "metadata column (pose, shifts, CTF, coordinates, extra columns) and only the images change."
+    )
 
     class Params(Geometry2DParams, FillParams):
         source: Literal["geometry", "mask"] = param("geometry", _SOURCE_HELP, section="Mask")
-        parts: int = param(0, "Number of output stacks written in parallel; 0: one per worker, at most one per "
-                           "10,000 images", section="Execution", ge=0)
+        parts: int = param(
+            0,
+            "Number of output stacks written in parallel; 0: one per worker, at most one per "
+            "10,000 images",
+            section="Execution",
+            ge=0,
+        )
 
-    inputs = {"particles": Input(("SetOfParticles",), "the particles to mask"),
-              "mask": Input(("Mask2D",), "a created 2D mask (with source = mask)", optional=True)}
+    inputs = {
+        "particles": Input(("SetOfParticles",), "the particles to mask"),
+        "mask": Input(("Mask2D",), "a created 2D mask (with source = mask)", optional=True),
+    }
     outputs = {"particles": Output("SetOfParticles", "masked particles with unchanged metadata")}
 
     def _box(self) -> tuple[int, int]:
@@ -327,7 +474,9 @@ class MaskParticles(Protocol):
 
     def _pixel_size(self) -> float:
         parts = self.input["particles"]
-        return float(parts.attrs.get("pixel_size") or np.median(parts.read("pixel_size")["pixel_size"]))
+        return float(
+            parts.attrs.get("pixel_size") or np.median(parts.read("pixel_size")["pixel_size"])
+        )
 
     def validate(self) -> list[str]:
         p, problems = self.params, []
@@ -338,7 +487,9 @@ class MaskParticles(Protocol):
             if self.input.get("mask") is None:
                 problems.append("input 'mask': required when source = mask")
             else:
-                problems += check_created_mask(self.input["mask"], box, self._pixel_size(), "particle images")
+                problems += check_created_mask(
+                    self.input["mask"], box, self._pixel_size(), "particle images"
+                )
         else:
             problems += geometry_problems(p, box)
         return problems
@@ -352,22 +503,47 @@ class MaskParticles(Protocol):
         mask = self.input.get("mask")
         opts = geometry_options(p)
         opts.pop("height", None)
-        common = dict(source=p.source, geometry=p.geometry, options=opts, mask_path=mask.path if mask else "",
-                      box=list(self._box()), fill=p.fill, fill_value=p.fill_value, pixel_size=self._pixel_size())
+        common = dict(
+            source=p.source,
+            geometry=p.geometry,
+            options=opts,
+            mask_path=mask.path if mask else "",
+            box=list(self._box()),
+            fill=p.fill,
+            fill_value=p.fill_value,
+            pixel_size=self._pixel_size(),
+        )
         steps, targets, bounds = [], [], []
         for k in range(parts):
             a, b = int(edges[k]), int(edges[k + 1])
-            target = str(self.workdir / "extra" / f"particles_{k + 1:03d}.mrcs") if self.workdir else ""
+            target = (
+                str(self.workdir / "extra" / f"particles_{k + 1:03d}.mrcs") if self.workdir else ""
+            )
             targets.append(target)
             bounds.append([a, b])
-            steps.append(Step(f"mask_{k + 1:03d}", mask_part_step, args=dict(
-                sources=cols["image_path"][a:b].tolist(), indices=cols["image_index"][a:b], target=target, **common)))
-        steps.append(Step("register", register_particles_step, deps=[s.name for s in steps], outputs=["particles"],
-                          args=dict(source_id=self.input_ids["particles"], targets=targets, bounds=bounds)))
+            steps.append(
+                Step(
+                    f"mask_{k + 1:03d}",
+                    mask_part_step,
+                    args=dict(
+                        sources=cols["image_path"][a:b].tolist(),
+                        indices=cols["image_index"][a:b],
+                        target=target,
+                        **common,
+                    ),
+                )
+            )
+        steps.append(
+            Step(
+                "register",
+                register_particles_step,
+                deps=[s.name for s in steps],
+                outputs=["particles"],
+                args=dict(source_id=self.input_ids["particles"], targets=targets, bounds=bounds),
+            )
+        )
         return steps
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("register", {})
         return f"{r.get('images')} particles masked into {r.get('stacks')} stack(s)"
-
-

@@ -9,8 +9,15 @@ import numpy as np
 from emforge.engine import StepContext
 from emforge.objects import FSC, Volume
 
-__all__ = ["map_problems", "pair_problems", "resolution_problems", "halves_of", "read", "write_outputs",
-           "masked_correlation"]
+__all__ = [
+    "map_problems",
+    "pair_problems",
+    "resolution_problems",
+    "halves_of",
+    "read",
+    "write_outputs",
+    "masked_correlation",
+]
 
 
 def read(path: str) -> np.ndarray:
@@ -25,7 +32,9 @@ def map_problems(name: str, path: str, source: str | None = None) -> list[str]:
     data = read(path)
     where = f"{source} (project copy {path})" if source else path
     if not np.all(np.isfinite(data)):
-        return [f"input '{name}': {where} contains {int(np.count_nonzero(~np.isfinite(data)))} NaN/infinite values"]
+        return [
+            f"input '{name}': {where} contains {int(np.count_nonzero(~np.isfinite(data)))} NaN/infinite values"
+        ]
     if not np.any(data):
         return [f"input '{name}': {where} is all zeros"]
     return []
@@ -34,15 +43,21 @@ def map_problems(name: str, path: str, source: str | None = None) -> list[str]:
 def pair_problems(a: Volume, b: Volume, what: str = "half maps") -> list[str]:
     problems = []
     if tuple(a.shape) != tuple(b.shape):
-        problems.append(f"input 'half2': {what} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+        problems.append(
+            f"input 'half2': {what} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}"
+        )
     if abs(a.pixel_size - b.pixel_size) > 1e-3 * a.pixel_size:
-        problems.append(f"input 'half2': {what} differ in pixel size: {a.pixel_size:.4g} vs {b.pixel_size:.4g} Å")
+        problems.append(
+            f"input 'half2': {what} differ in pixel size: {a.pixel_size:.4g} vs {b.pixel_size:.4g} Å"
+        )
     return problems
 
 
 def resolution_problems(name: str, value: float | None, pixel_size: float) -> list[str]:
     if value is not None and 0 < value < 2 * pixel_size:
-        return [f"param '{name}': {value} Å is finer than Nyquist ({2 * pixel_size:.3g} Å at {pixel_size:.4g} Å/px)"]
+        return [
+            f"param '{name}': {value} Å is finer than Nyquist ({2 * pixel_size:.3g} Å at {pixel_size:.4g} Å/px)"
+        ]
     return []
 
 
@@ -57,8 +72,13 @@ def halves_of(inputs: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def write_outputs(ctx: StepContext, src: Volume, data: np.ndarray, halves: tuple[np.ndarray, np.ndarray] | None,
-                  fsc: FSC | None = None) -> None:
+def write_outputs(
+    ctx: StepContext,
+    src: Volume,
+    data: np.ndarray,
+    halves: tuple[np.ndarray, np.ndarray] | None,
+    fsc: FSC | None = None,
+) -> None:
     """Write the sharpened map (and halves) next to the source's header values; register them."""
     from emforge.io import read_info, write_volume
 
@@ -71,7 +91,10 @@ def write_outputs(ctx: StepContext, src: Volume, data: np.ndarray, halves: tuple
             p = ctx.path(f"sharpened_half{i + 1}.mrc")
             write_volume(p, h.astype(np.float32), voxel_size=info.voxel_size, origin=info.origin)
             hp[i] = str(p)
-    ctx.output("volume", Volume(str(path), src.pixel_size, src.shape, src.origin, hp[0], hp[1], src.voxel_size))
+    ctx.output(
+        "volume",
+        Volume(str(path), src.pixel_size, src.shape, src.origin, hp[0], hp[1], src.voxel_size),
+    )
     if fsc is not None:
         ctx.output("fsc", fsc)
 

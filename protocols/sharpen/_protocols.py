@@ -43,23 +43,51 @@ def _profile(data: np.ndarray, pixel_size: float) -> tuple[np.ndarray, np.ndarra
     return amplitude_profile(data, pixel_size=pixel_size)
 
 
-def _filter_panel(s: np.ndarray, before: np.ndarray, after: np.ndarray, d: float | None = None) -> Panel:
+def _filter_panel(
+    s: np.ndarray, before: np.ndarray, after: np.ndarray, d: float | None = None
+) -> Panel:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(before > 0, after / before, np.nan)
-    return Panel("curves", "applied filter", s=s, curves={"output / input amplitude": ratio}, ylabel="scale",
-                 vlines={"d_cut": d} if d else None)
+    return Panel(
+        "curves",
+        "applied filter",
+        s=s,
+        curves={"output / input amplitude": ratio},
+        ylabel="scale",
+        vlines={"d_cut": d} if d else None,
+    )
 
 
 def _spectrum_panel(s: np.ndarray, before: np.ndarray, after: np.ndarray) -> Panel:
-    return Panel("curves", "radial amplitude spectrum", s=s,
-                 curves={"input": np.log(np.maximum(before, 1e-30)), "sharpened": np.log(np.maximum(after, 1e-30))},
-                 ylabel="ln mean |F|")
+    return Panel(
+        "curves",
+        "radial amplitude spectrum",
+        s=s,
+        curves={
+            "input": np.log(np.maximum(before, 1e-30)),
+            "sharpened": np.log(np.maximum(after, 1e-30)),
+        },
+        ylabel="ln mean |F|",
+    )
 
 
 # -- sharpen.bfactor ---------------------------------------------------------------------------
-def bfactor_step(ctx: StepContext, *, volume: dict, mode: str, b_sharpen: float, b_iso: float, d_cut: float,
-                 b_blur_hires: float, k_sharpen: float, b0: float, b1: float, b2: float, fit_d_min: float,
-                 fit_d_max: float) -> dict:
+def bfactor_step(
+    ctx: StepContext,
+    *,
+    volume: dict,
+    mode: str,
+    b_sharpen: float,
+    b_iso: float,
+    d_cut: float,
+    b_blur_hires: float,
+    k_sharpen: float,
+    b0: float,
+    b1: float,
+    b2: float,
+    fit_d_min: float,
+    fit_d_max: float,
+) -> dict:
     from .kernels import (
         estimate_b_iso,
         sharpen_b,
@@ -79,8 +107,14 @@ def bfactor_step(ctx: StepContext, *, volume: dict, mode: str, b_sharpen: float,
         if mode == "b_iso":
             return sharpen_to_b_iso(m, pixel_size=px, b_iso_target=b_iso, d_min=fit_d_min)
         if mode == "b_iso_to_d_cut":
-            return sharpen_b_iso_to_d_cut(m, pixel_size=px, b_sharpen=own_b - b_iso if b_sharpen == 0 else b_sharpen,
-                                          d_cut=d_cut, b_blur_hires=b_blur_hires, k_sharpen=k_sharpen)
+            return sharpen_b_iso_to_d_cut(
+                m,
+                pixel_size=px,
+                b_sharpen=own_b - b_iso if b_sharpen == 0 else b_sharpen,
+                d_cut=d_cut,
+                b_blur_hires=b_blur_hires,
+                k_sharpen=k_sharpen,
+            )
         return sharpen_resolution_dependent(m, pixel_size=px, d_cut=d_cut, b0=b0, b1=b1, b2=b2)
 
     out = run(data)
@@ -89,11 +123,21 @@ def bfactor_step(ctx: StepContext, *, volume: dict, mode: str, b_sharpen: float,
     s, before = _profile(data, px)
     _, after = _profile(out, px)
     new_b = estimate_b_iso(out, pixel_size=px, d_min=fit_d_min, d_max=fit_d_max)
-    write_report(ctx.extra, f"sharpen.bfactor ({mode})",
-                 [_spectrum_panel(s, before, after), _filter_panel(s, before, after, d_cut if mode != "b_sharpen" else None),
-                  Panel("slices", "map", before=data, after=out)],
-                 [("mode", mode), ("map B before (Guinier fit)", f"{own_b:.1f} Å²"), ("map B after", f"{new_b:.1f} Å²"),
-                  ("fit range", f"{fit_d_max:g}–{fit_d_min:g} Å")])
+    write_report(
+        ctx.extra,
+        f"sharpen.bfactor ({mode})",
+        [
+            _spectrum_panel(s, before, after),
+            _filter_panel(s, before, after, d_cut if mode != "b_sharpen" else None),
+            Panel("slices", "map", before=data, after=out),
+        ],
+        [
+            ("mode", mode),
+            ("map B before (Guinier fit)", f"{own_b:.1f} Å²"),
+            ("map B after", f"{new_b:.1f} Å²"),
+            ("fit range", f"{fit_d_max:g}–{fit_d_min:g} Å"),
+        ],
+    )
     return {"b_iso_before": own_b, "b_iso_after": new_b, "mode": mode}
 
 
@@ -101,36 +145,89 @@ class SharpenBFactor(Protocol):
     id = "sharpen.bfactor"
     version = "1"
     label = "B-factor sharpening (Phenix map_sharpening modes)"
-    help = ("Sharpen one map by a B factor: apply b_sharpen, reach a target b_iso, sharpen up to d_cut and blur "
-            "beyond (b_iso_to_d_cut), or a resolution-dependent scale. The map's own B is fitted (Wilson/Guinier).")
-    citations = ("Terwilliger T.C. et al. (2018) Automated map sharpening by maximization of detail and "
-                 "connectivity. Acta Cryst D74:545-559",)
+    help = (
+        "Sharpen one map by a B factor: apply b_sharpen, reach a target b_iso, sharpen up to d_cut and blur "
+        "beyond (b_iso_to_d_cut), or a resolution-dependent scale. The map's own B is fitted (Wilson/Guinier)."
+    )
+    citations = (
+        "Terwilliger T.C. et al. (2018) Automated map sharpening by maximization of detail and "
+        "connectivity. Acta Cryst D74:545-559",
+    )
 
     class Params(ProtocolParams):
         mode: Literal["b_sharpen", "b_iso", "b_iso_to_d_cut", "resolution_dependent"] = param(
-            "b_sharpen", "Sharpening mode", section="Mode")
-        b_sharpen: float = param(0.0, "B to remove (positive sharpens): the map is multiplied by exp(+B s²/4). "
-                                 "In b_iso_to_d_cut, 0 means: from the map's own B down to b_iso", unit="Å²",
-                                 section="Mode", shown_when=ShownWhen("mode", "in", ["b_sharpen", "b_iso_to_d_cut"]))
-        b_iso: float = param(0.0, "Target overall B of the output", unit="Å²", section="Mode",
-                             shown_when=ShownWhen("mode", "in", ["b_iso", "b_iso_to_d_cut"]))
-        d_cut: float = param(0.0, "Resolution where sharpening stops and blurring begins (b_iso_to_d_cut) or the "
-                             "reference resolution (resolution_dependent)", unit="Å", section="Mode",
-                             shown_when=ShownWhen("mode", "in", ["b_iso_to_d_cut", "resolution_dependent"]))
-        b_blur_hires: float = param(200.0, "Blurring B applied beyond d_cut", unit="Å²", section="Mode",
-                                    level=Level.ADVANCED, shown_when=ShownWhen("mode", "==", "b_iso_to_d_cut"))
-        k_sharpen: float = param(10.0, "Steepness of the logistic transition at d_cut", section="Mode",
-                                 level=Level.ADVANCED, shown_when=ShownWhen("mode", "==", "b_iso_to_d_cut"))
-        b0: float = param(0.0, "log10 scale at d_cut/2 (resolution_dependent)", section="Mode",
-                          shown_when=ShownWhen("mode", "==", "resolution_dependent"))
-        b1: float = param(0.0, "log10 scale at d_cut (resolution_dependent)", section="Mode",
-                          shown_when=ShownWhen("mode", "==", "resolution_dependent"))
-        b2: float = param(0.0, "added log10 scale at 0.833·d_cut (resolution_dependent)", section="Mode",
-                          shown_when=ShownWhen("mode", "==", "resolution_dependent"))
-        fit_d_min: float = param(0.0, "Finest resolution of the Guinier fit of the map's B; 0: 3 pixels", unit="Å",
-                                 section="B fit", level=Level.ADVANCED)
-        fit_d_max: float = param(10.0, "Coarsest resolution of the Guinier fit", unit="Å", section="B fit",
-                                 level=Level.ADVANCED)
+            "b_sharpen", "Sharpening mode", section="Mode"
+        )
+        b_sharpen: float = param(
+            0.0,
+            "B to remove (positive sharpens): the map is multiplied by exp(+B s²/4). "
+            "In b_iso_to_d_cut, 0 means: from the map's own B down to b_iso",
+            unit="Å²",
+            section="Mode",
+            shown_when=ShownWhen("mode", "in", ["b_sharpen", "b_iso_to_d_cut"]),
+        )
+        b_iso: float = param(
+            0.0,
+            "Target overall B of the output",
+            unit="Å²",
+            section="Mode",
+            shown_when=ShownWhen("mode", "in", ["b_iso", "b_iso_to_d_cut"]),
+        )
+        d_cut: float = param(
+            0.0,
+            "Resolution where sharpening stops and blurring begins (b_iso_to_d_cut) or the "
+            "reference resolution (resolution_dependent)",
+            unit="Å",
+            section="Mode",
+            shown_when=ShownWhen("mode", "in", ["b_iso_to_d_cut", "resolution_dependent"]),
+        )
+        b_blur_hires: float = param(
+            200.0,
+            "Blurring B applied beyond d_cut",
+            unit="Å²",
+            section="Mode",
+            level=Level.ADVANCED,
+            shown_when=ShownWhen("mode", "==", "b_iso_to_d_cut"),
+        )
+        k_sharpen: float = param(
+            10.0,
+            "Steepness of the logistic transition at d_cut",
+            section="Mode",
+            level=Level.ADVANCED,
+            shown_when=ShownWhen("mode", "==", "b_iso_to_d_cut"),
+        )
+        b0: float = param(
+            0.0,
+            "log10 scale at d_cut/2 (resolution_dependent)",
+            section="Mode",
+            shown_when=ShownWhen("mode", "==", "resolution_dependent"),
+        )
+        b1: float = param(
+            0.0,
+            "log10 scale at d_cut (resolution_dependent)",
+            section="Mode",
+            shown_when=ShownWhen("mode", "==", "resolution_dependent"),
+        )
+        b2: float = param(
+            0.0,
+            "added log10 scale at 0.833·d_cut (resolution_dependent)",
+            section="Mode",
+            shown_when=ShownWhen("mode", "==", "resolution_dependent"),
+        )
+        fit_d_min: float = param(
+            0.0,
+            "Finest resolution of the Guinier fit of the map's B; 0: 3 pixels",
+            unit="Å",
+            section="B fit",
+            level=Level.ADVANCED,
+        )
+        fit_d_max: float = param(
+            10.0,
+            "Coarsest resolution of the Guinier fit",
+            unit="Å",
+            section="B fit",
+            level=Level.ADVANCED,
+        )
 
     inputs = {"volume": Input(("Volume",), "the map (its half maps, if any, are sharpened alike)")}
     outputs = {"volume": Output("Volume", "the sharpened map (with sharpened half maps)")}
@@ -146,15 +243,34 @@ class SharpenBFactor(Protocol):
         if p.mode in ("b_iso_to_d_cut", "resolution_dependent") and p.d_cut <= 0:
             problems.append(f"param 'd_cut': required (> 0 Å) in mode {p.mode}")
         if p.fit_d_max <= self._d_min():
-            problems.append(f"param 'fit_d_max': {p.fit_d_max} Å must be coarser than fit_d_min ({self._d_min():.3g} Å)")
+            problems.append(
+                f"param 'fit_d_max': {p.fit_d_max} Å must be coarser than fit_d_min ({self._d_min():.3g} Å)"
+            )
         return problems
 
     def steps(self) -> list[Step]:
         p = self.params
-        return [Step("sharpen", bfactor_step, outputs=["volume"], args=dict(
-            volume=self.input["volume"].to_attrs(), mode=p.mode, b_sharpen=p.b_sharpen, b_iso=p.b_iso, d_cut=p.d_cut,
-            b_blur_hires=p.b_blur_hires, k_sharpen=p.k_sharpen, b0=p.b0, b1=p.b1, b2=p.b2,
-            fit_d_min=self._d_min(), fit_d_max=p.fit_d_max))]
+        return [
+            Step(
+                "sharpen",
+                bfactor_step,
+                outputs=["volume"],
+                args=dict(
+                    volume=self.input["volume"].to_attrs(),
+                    mode=p.mode,
+                    b_sharpen=p.b_sharpen,
+                    b_iso=p.b_iso,
+                    d_cut=p.d_cut,
+                    b_blur_hires=p.b_blur_hires,
+                    k_sharpen=p.k_sharpen,
+                    b0=p.b0,
+                    b1=p.b1,
+                    b2=p.b2,
+                    fit_d_min=self._d_min(),
+                    fit_d_max=p.fit_d_max,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("sharpen", {})
@@ -174,8 +290,13 @@ def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
 
         def same(m: np.ndarray) -> np.ndarray:
             if d:
-                return sharpen_b_iso_to_d_cut(m, pixel_size=src.pixel_size, b_sharpen=res.b_sharpen, d_cut=d,
-                                              b_blur_hires=options.get("b_blur_hires", 200.0))
+                return sharpen_b_iso_to_d_cut(
+                    m,
+                    pixel_size=src.pixel_size,
+                    b_sharpen=res.b_sharpen,
+                    d_cut=d,
+                    b_blur_hires=options.get("b_blur_hires", 200.0),
+                )
             from .kernels import sharpen_b
 
             return sharpen_b(m, pixel_size=src.pixel_size, b_sharpen=res.b_sharpen)
@@ -185,57 +306,113 @@ def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
     s, before = _profile(data, src.pixel_size)
     _, after = _profile(res.map, src.pixel_size)
     label = "adjusted surface area" if res.method == "adjusted_sa" else "kurtosis"
-    write_report(ctx.extra, f"sharpen.auto ({label})",
-                 [Panel("scan", "b_iso scan", x=res.scan["b_iso"], y=res.scan["score"], best=res.best,
-                        xlabel="target b_iso (Å²)", ylabel=label),
-                  _filter_panel(s, before, after, options.get("resolution")), _spectrum_panel(s, before, after),
-                  Panel("slices", "map", before=data, after=res.map)],
-                 [("method", label), ("best b_iso", f"{res.b_iso:.1f} Å²"), ("b_sharpen applied", f"{res.b_sharpen:.1f} Å²"),
-                  ("map B before", f"{res.b_iso_original:.1f} Å²"), ("solvent fraction", f"{res.solvent_fraction:.2f}"),
-                  ("region weight", f"{res.region_weight:.3g}")])
+    write_report(
+        ctx.extra,
+        f"sharpen.auto ({label})",
+        [
+            Panel(
+                "scan",
+                "b_iso scan",
+                x=res.scan["b_iso"],
+                y=res.scan["score"],
+                best=res.best,
+                xlabel="target b_iso (Å²)",
+                ylabel=label,
+            ),
+            _filter_panel(s, before, after, options.get("resolution")),
+            _spectrum_panel(s, before, after),
+            Panel("slices", "map", before=data, after=res.map),
+        ],
+        [
+            ("method", label),
+            ("best b_iso", f"{res.b_iso:.1f} Å²"),
+            ("b_sharpen applied", f"{res.b_sharpen:.1f} Å²"),
+            ("map B before", f"{res.b_iso_original:.1f} Å²"),
+            ("solvent fraction", f"{res.solvent_fraction:.2f}"),
+            ("region weight", f"{res.region_weight:.3g}"),
+        ],
+    )
     scan = {k: [float(x) for x in v] for k, v in res.scan.items()}
-    return {"b_iso": res.b_iso, "b_sharpen": res.b_sharpen, "b_iso_original": res.b_iso_original,
-            "method": res.method, "scan": scan}
+    return {
+        "b_iso": res.b_iso,
+        "b_sharpen": res.b_sharpen,
+        "b_iso_original": res.b_iso_original,
+        "method": res.method,
+        "scan": scan,
+    }
 
 
 class SharpenAuto(Protocol):
     id = "sharpen.auto"
     version = "1"
     label = "Automatic sharpening (b_iso scan)"
-    help = ("Scan the target b_iso and keep the map that maximises the adjusted surface area (detail and "
-            "connectivity, Terwilliger et al. 2018) or the kurtosis.")
+    help = (
+        "Scan the target b_iso and keep the map that maximises the adjusted surface area (detail and "
+        "connectivity, Terwilliger et al. 2018) or the kurtosis."
+    )
     citations = SharpenBFactor.citations
 
     class Params(ProtocolParams):
-        method: Literal["adjusted_sa", "kurtosis"] = param("adjusted_sa", "Score to maximise", section="Scan")
+        method: Literal["adjusted_sa", "kurtosis"] = param(
+            "adjusted_sa", "Score to maximise", section="Scan"
+        )
         b_min: float = param(-100.0, "Lowest target b_iso", unit="Å²", section="Scan")
         b_max: float = param(300.0, "Highest target b_iso", unit="Å²", section="Scan")
         n_steps: int = param(21, "Number of trial b_iso values", section="Scan", ge=2, le=201)
-        resolution: float = param(0.0, "Map resolution (sharpen up to it, blur beyond); 0: sharpen to Nyquist",
-                                  unit="Å", section="Scan", ge=0)
-        solvent_fraction: float = param(0.0, "Solvent fraction of the box; 0: estimated from the map",
-                                        section="Scan", level=Level.ADVANCED, ge=0, lt=1)
+        resolution: float = param(
+            0.0,
+            "Map resolution (sharpen up to it, blur beyond); 0: sharpen to Nyquist",
+            unit="Å",
+            section="Scan",
+            ge=0,
+        )
+        solvent_fraction: float = param(
+            0.0,
+            "Solvent fraction of the box; 0: estimated from the map",
+            section="Scan",
+            level=Level.ADVANCED,
+            ge=0,
+            lt=1,
+        )
 
     inputs = {"volume": Input(("Volume",), "the map to sharpen")}
     outputs = {"volume": Output("Volume", "the best-scoring map")}
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
-        problems = map_problems("volume", vol.path, vol.source) + resolution_problems("resolution", p.resolution, vol.pixel_size)
+        problems = map_problems("volume", vol.path, vol.source) + resolution_problems(
+            "resolution", p.resolution, vol.pixel_size
+        )
         if p.b_max <= p.b_min:
             problems.append(f"param 'b_max': {p.b_max} must exceed b_min ({p.b_min})")
         return problems
 
     def steps(self) -> list[Step]:
         p = self.params
-        opts = dict(b_min=p.b_min, b_max=p.b_max, n_steps=p.n_steps, method=p.method,
-                    resolution=p.resolution or None, solvent_fraction=p.solvent_fraction or None)
-        return [Step("scan", auto_step, outputs=["volume"], args=dict(volume=self.input["volume"].to_attrs(), options=opts))]
+        opts = dict(
+            b_min=p.b_min,
+            b_max=p.b_max,
+            n_steps=p.n_steps,
+            method=p.method,
+            resolution=p.resolution or None,
+            solvent_fraction=p.solvent_fraction or None,
+        )
+        return [
+            Step(
+                "scan",
+                auto_step,
+                outputs=["volume"],
+                args=dict(volume=self.input["volume"].to_attrs(), options=opts),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("scan", {})
-        lines = [f"best b_iso {r.get('b_iso', 0):.1f} Å² (b_sharpen {r.get('b_sharpen', 0):.1f} Å², map B was "
-                 f"{r.get('b_iso_original', 0):.1f} Å²); report extra/report.html", "   b_iso     score"]
+        lines = [
+            f"best b_iso {r.get('b_iso', 0):.1f} Å² (b_sharpen {r.get('b_sharpen', 0):.1f} Å², map B was "
+            f"{r.get('b_iso_original', 0):.1f} Å²); report extra/report.html",
+            "   b_iso     score",
+        ]
         scan = r.get("scan", {})
         for b, sc in zip(scan.get("b_iso", []), scan.get("score", []), strict=False):
             lines.append(f"  {b:7.1f}  {sc:8.4f}")
@@ -243,8 +420,9 @@ class SharpenAuto(Protocol):
 
 
 # -- sharpen.halfmaps ------------------------------------------------------------------------------
-def halfmaps_step(ctx: StepContext, *, volume: dict, halves: list[str], mask_path: str, method: str,
-                  options: dict) -> dict:
+def halfmaps_step(
+    ctx: StepContext, *, volume: dict, halves: list[str], mask_path: str, method: str, options: dict
+) -> dict:
     from .kernels import sharpen_halfmaps, sharpen_halfmaps_phenix
 
     src = Volume.from_attrs(volume)
@@ -254,56 +432,121 @@ def halfmaps_step(ctx: StepContext, *, volume: dict, halves: list[str], mask_pat
     fn = sharpen_halfmaps if method == "relion" else sharpen_halfmaps_phenix
     res = fn(h1, h2, pixel_size=src.pixel_size, mask=mask, rng=rng, **options)
     f = res.fsc
-    fsc_obj = FSC(tuple(map(float, f.s)), tuple(map(float, f.fsc_corrected)), {f"{f.threshold:g}": float(res.resolution)},
-                  label="masked, phase-randomisation corrected" if mask is not None else "unmasked")
+    fsc_obj = FSC(
+        tuple(map(float, f.s)),
+        tuple(map(float, f.fsc_corrected)),
+        {f"{f.threshold:g}": float(res.resolution)},
+        label="masked, phase-randomisation corrected" if mask is not None else "unmasked",
+    )
     write_outputs(ctx, src, res.map, (res.half1, res.half2), fsc_obj)
     curves = {"unmasked": f.fsc_unmasked}
     if mask is not None:
-        curves.update({"masked": f.fsc_masked, "phase randomised": f.fsc_random, "corrected": f.fsc_corrected})
-    write_report(ctx.extra, f"sharpen.halfmaps ({method})",
-                 [Panel("curves", "Fourier shell correlation", s=f.s, curves=curves, ylabel="FSC",
-                        hlines=(0.143, 0.5), vlines={f"{res.resolution:.2f} Å": res.resolution}, ylim=(-0.1, 1.05)),
-                  Panel("guinier", "Guinier plot", s2=res.guinier_s2, ln_amp=res.guinier_ln_amplitude, b=res.b_factor,
-                        intercept=res.guinier_intercept, fit_range=res.guinier_fit_range),
-                  Panel("curves", "applied filter", s=res.filter_s, curves={"filter": res.filter_values,
-                        "FSC weight": res.fsc_weights}, ylabel="scale", vlines={"resolution": res.resolution}),
-                  Panel("slices", "map", before=0.5 * (h1 + h2), after=res.map)],
-                 [("method", method), ("resolution (FSC = 0.143)", f"{res.resolution:.2f} Å"),
-                  ("B factor (applied as exp(-B s²/4))", f"{res.b_factor:.1f} Å²"),
-                  ("Guinier fit range", f"{res.guinier_fit_range[0]:g}–{res.guinier_fit_range[1]:.2f} Å")]
-                 + [("note", n) for n in res.notes])
-    return {"resolution": float(res.resolution), "b_factor": float(res.b_factor), "notes": list(res.notes)}
+        curves.update(
+            {"masked": f.fsc_masked, "phase randomised": f.fsc_random, "corrected": f.fsc_corrected}
+        )
+    write_report(
+        ctx.extra,
+        f"sharpen.halfmaps ({method})",
+        [
+            Panel(
+                "curves",
+                "Fourier shell correlation",
+                s=f.s,
+                curves=curves,
+                ylabel="FSC",
+                hlines=(0.143, 0.5),
+                vlines={f"{res.resolution:.2f} Å": res.resolution},
+                ylim=(-0.1, 1.05),
+            ),
+            Panel(
+                "guinier",
+                "Guinier plot",
+                s2=res.guinier_s2,
+                ln_amp=res.guinier_ln_amplitude,
+                b=res.b_factor,
+                intercept=res.guinier_intercept,
+                fit_range=res.guinier_fit_range,
+            ),
+            Panel(
+                "curves",
+                "applied filter",
+                s=res.filter_s,
+                curves={"filter": res.filter_values, "FSC weight": res.fsc_weights},
+                ylabel="scale",
+                vlines={"resolution": res.resolution},
+            ),
+            Panel("slices", "map", before=0.5 * (h1 + h2), after=res.map),
+        ],
+        [
+            ("method", method),
+            ("resolution (FSC = 0.143)", f"{res.resolution:.2f} Å"),
+            ("B factor (applied as exp(-B s²/4))", f"{res.b_factor:.1f} Å²"),
+            ("Guinier fit range", f"{res.guinier_fit_range[0]:g}–{res.guinier_fit_range[1]:.2f} Å"),
+        ]
+        + [("note", n) for n in res.notes],
+    )
+    return {
+        "resolution": float(res.resolution),
+        "b_factor": float(res.b_factor),
+        "notes": list(res.notes),
+    }
 
 
 class SharpenHalfmaps(Protocol):
     id = "sharpen.halfmaps"
     version = "1"
     label = "Half-map sharpening (RELION postprocess, Phenix half-map)"
-    help = ("Masked FSC with phase-randomisation correction, resolution at FSC 0.143, FSC weighting, Guinier B "
-            "fitted from 10 Å to the resolution and applied, optional low-pass (RELION); or per-shell "
-            "CC* × expected/observed scaling (Phenix).")
-    citations = ("Chen S. et al. (2013) High-resolution noise substitution to measure overfitting and validate "
-                 "resolution in 3D structure determination by single particle electron cryomicroscopy. "
-                 "Ultramicroscopy 135:24-35", "Rosenthal P.B., Henderson R. (2003) J Mol Biol 333:721-745")
+    help = (
+        "Masked FSC with phase-randomisation correction, resolution at FSC 0.143, FSC weighting, Guinier B "
+        "fitted from 10 Å to the resolution and applied, optional low-pass (RELION); or per-shell "
+        "CC* × expected/observed scaling (Phenix)."
+    )
+    citations = (
+        "Chen S. et al. (2013) High-resolution noise substitution to measure overfitting and validate "
+        "resolution in 3D structure determination by single particle electron cryomicroscopy. "
+        "Ultramicroscopy 135:24-35",
+        "Rosenthal P.B., Henderson R. (2003) J Mol Biol 333:721-745",
+    )
 
     class Params(ProtocolParams):
-        method: Literal["relion", "phenix"] = param("relion", "RELION postprocess or Phenix half-map sharpening",
-                                                   section="Method")
-        fsc_threshold: float = param(0.143, "FSC threshold defining the resolution", section="Method", gt=0, lt=1)
-        guinier_d_max: float = param(10.0, "Coarsest resolution of the Guinier fit", unit="Å", section="Method",
-                                     level=Level.ADVANCED)
-        b_override: float | None = param(None, "Apply this B instead of the fitted one (RELION convention: "
-                                         "negative sharpens)", unit="Å²", section="Method", level=Level.ADVANCED,
-                                         shown_when=ShownWhen("method", "==", "relion"))
+        method: Literal["relion", "phenix"] = param(
+            "relion", "RELION postprocess or Phenix half-map sharpening", section="Method"
+        )
+        fsc_threshold: float = param(
+            0.143, "FSC threshold defining the resolution", section="Method", gt=0, lt=1
+        )
+        guinier_d_max: float = param(
+            10.0,
+            "Coarsest resolution of the Guinier fit",
+            unit="Å",
+            section="Method",
+            level=Level.ADVANCED,
+        )
+        b_override: float | None = param(
+            None,
+            "Apply this B instead of the fitted one (RELION convention: negative sharpens)",
+            unit="Å²",
+            section="Method",
+            level=Level.ADVANCED,
+            shown_when=ShownWhen("method", "==", "relion"),
+        )
         lowpass: bool = param(True, "Low-pass the result at the resolution", section="Method")
-        seed: int = param(0, "Seed of the phase randomisation", section="Method", level=Level.EXPERT)
+        seed: int = param(
+            0, "Seed of the phase randomisation", section="Method", level=Level.EXPERT
+        )
 
-    inputs = {"volume": Input(("Volume",), "a map with two half maps (or give half1 and half2)", optional=True),
-              "half1": Input(("Volume",), "first half map", optional=True),
-              "half2": Input(("Volume",), "second half map", optional=True),
-              "mask": Input(("VolumeMask",), "mask for the FSC (recommended)", optional=True)}
-    outputs = {"volume": Output("Volume", "the sharpened map with sharpened half maps"),
-               "fsc": Output("FSC", "the (corrected) FSC curve and its 0.143 crossing")}
+    inputs = {
+        "volume": Input(
+            ("Volume",), "a map with two half maps (or give half1 and half2)", optional=True
+        ),
+        "half1": Input(("Volume",), "first half map", optional=True),
+        "half2": Input(("Volume",), "second half map", optional=True),
+        "mask": Input(("VolumeMask",), "mask for the FSC (recommended)", optional=True),
+    }
+    outputs = {
+        "volume": Output("Volume", "the sharpened map with sharpened half maps"),
+        "fsc": Output("FSC", "the (corrected) FSC curve and its 0.143 crossing"),
+    }
 
     def _reference(self) -> Volume:
         return self.input.get("volume") or self.input["half1"]
@@ -323,21 +566,40 @@ class SharpenHalfmaps(Protocol):
         mask = self.input.get("mask")
         ref = self._reference()
         if mask is not None and tuple(mask.shape) != tuple(ref.shape):
-            problems.append(f"input 'mask': shape {tuple(mask.shape)} differs from the half maps' {tuple(ref.shape)}")
+            problems.append(
+                f"input 'mask': shape {tuple(mask.shape)} differs from the half maps' {tuple(ref.shape)}"
+            )
         return problems
 
     def steps(self) -> list[Step]:
         p = self.params
         mask = self.input.get("mask")
-        options: dict[str, Any] = dict(fsc_threshold=p.fsc_threshold, guinier_d_max=p.guinier_d_max,
-                                       lowpass=p.lowpass, seed=p.seed)
+        options: dict[str, Any] = dict(
+            fsc_threshold=p.fsc_threshold,
+            guinier_d_max=p.guinier_d_max,
+            lowpass=p.lowpass,
+            seed=p.seed,
+        )
         if p.method == "relion":
             options["b_override"] = p.b_override
-        return [Step("postprocess", halfmaps_step, outputs=["volume", "fsc"], args=dict(
-            volume=self._reference().to_attrs(), halves=list(halves_of(self.input) or ()),
-            mask_path=mask.path if mask is not None else "", method=p.method, options=options))]
+        return [
+            Step(
+                "postprocess",
+                halfmaps_step,
+                outputs=["volume", "fsc"],
+                args=dict(
+                    volume=self._reference().to_attrs(),
+                    halves=list(halves_of(self.input) or ()),
+                    mask_path=mask.path if mask is not None else "",
+                    method=p.method,
+                    options=options,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("postprocess", {})
-        return (f"resolution {r.get('resolution', 0):.2f} Å (FSC {self.params.fsc_threshold}), B {r.get('b_factor', 0):.1f} Å²; "
-                "report extra/report.html")
+        return (
+            f"resolution {r.get('resolution', 0):.2f} Å (FSC {self.params.fsc_threshold}), B {r.get('b_factor', 0):.1f} Å²; "
+            "report extra/report.html"
+        )

@@ -48,12 +48,16 @@ class _HalfmapInputs(Protocol):
         if vol is None and h1 is None:
             return ["input 'volume': give a map, or half1 and half2"]
         if required and h1 is None and not vol.has_halves:
-            return ["input 'volume': this protocol needs half maps: give a map with half maps, or half1 and half2"]
+            return [
+                "input 'volume': this protocol needs half maps: give a map with half maps, or half1 and half2"
+            ]
         problems: list[str] = []
         if h1 is not None:
             problems += pair_problems(h1, h2)
             if vol is not None and tuple(vol.shape) != tuple(h1.shape):
-                problems.append(f"input 'half1': shape {tuple(h1.shape)} differs from the map's {tuple(vol.shape)}")
+                problems.append(
+                    f"input 'half1': shape {tuple(h1.shape)} differs from the map's {tuple(vol.shape)}"
+                )
         for name, path in zip(("half1", "half2"), halves_of(self.input) or (), strict=False):
             problems += map_problems(name, path)
         if vol is not None:
@@ -61,7 +65,9 @@ class _HalfmapInputs(Protocol):
         mask = self.input.get("mask")
         ref = self._reference()
         if mask is not None and tuple(mask.shape) != tuple(ref.shape):
-            problems.append(f"input 'mask': shape {tuple(mask.shape)} differs from the map's {tuple(ref.shape)}")
+            problems.append(
+                f"input 'mask': shape {tuple(mask.shape)} differs from the map's {tuple(ref.shape)}"
+            )
         return problems
 
 
@@ -75,26 +81,61 @@ def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float)
     data = read(src.path)
     info = read_info(src.path)
     origin_xyz = tuple(info.origin[::-1])
-    mm = model_map(model, shape=data.shape, pixel_size=src.pixel_size, origin=origin_xyz, resolution=resolution)
+    mm = model_map(
+        model, shape=data.shape, pixel_size=src.pixel_size, origin=origin_xyz, resolution=resolution
+    )
     res = sharpen_model(data, mm, pixel_size=src.pixel_size, resolution=resolution)
     halves = None
     if src.has_halves:
-        halves = tuple(sharpen_model(read(h), mm, pixel_size=src.pixel_size, resolution=resolution).map
-                       for h in (src.half1, src.half2))
+        halves = tuple(
+            sharpen_model(read(h), mm, pixel_size=src.pixel_size, resolution=resolution).map
+            for h in (src.half1, src.half2)
+        )
     write_outputs(ctx, src, res.map, halves)  # type: ignore[arg-type]
     from emforge.io import write_volume
 
     write_volume(ctx.path("model_map.mrc"), mm, voxel_size=info.voxel_size, origin=info.origin)
-    write_report(ctx.extra, "sharpen.model",
-                 [Panel("curves", "map–model correlation per shell", s=res.s, curves={"CC": res.cc,
-                        "CC (smoothed)": res.cc_smoothed}, ylabel="CC", vlines={"resolution": resolution}),
-                  Panel("curves", "applied scale", s=res.s, curves={"scale": res.scale}, ylabel="scale",
-                        vlines={"resolution": resolution}),
-                  Panel("curves", "amplitudes", s=res.s, curves={"map": np.log(np.maximum(res.map_amplitude, 1e-30)),
-                        "model": np.log(np.maximum(res.model_amplitude, 1e-30))}, ylabel="ln amplitude"),
-                  Panel("slices", "map", before=data, after=res.map)],
-                 [("model", Path(model).name), ("resolution", f"{resolution:g} Å"),
-                  ("mean CC to the resolution", f"{float(np.nanmean(res.cc[res.s <= 1 / resolution])):.3f}")])
+    write_report(
+        ctx.extra,
+        "sharpen.model",
+        [
+            Panel(
+                "curves",
+                "map–model correlation per shell",
+                s=res.s,
+                curves={"CC": res.cc, "CC (smoothed)": res.cc_smoothed},
+                ylabel="CC",
+                vlines={"resolution": resolution},
+            ),
+            Panel(
+                "curves",
+                "applied scale",
+                s=res.s,
+                curves={"scale": res.scale},
+                ylabel="scale",
+                vlines={"resolution": resolution},
+            ),
+            Panel(
+                "curves",
+                "amplitudes",
+                s=res.s,
+                curves={
+                    "map": np.log(np.maximum(res.map_amplitude, 1e-30)),
+                    "model": np.log(np.maximum(res.model_amplitude, 1e-30)),
+                },
+                ylabel="ln amplitude",
+            ),
+            Panel("slices", "map", before=data, after=res.map),
+        ],
+        [
+            ("model", Path(model).name),
+            ("resolution", f"{resolution:g} Å"),
+            (
+                "mean CC to the resolution",
+                f"{float(np.nanmean(res.cc[res.s <= 1 / resolution])):.3f}",
+            ),
+        ],
+    )
     return {"mean_cc": float(np.nanmean(res.cc[res.s <= 1 / resolution]))}
 
 
@@ -102,20 +143,26 @@ class SharpenModel(_HalfmapInputs):
     id = "sharpen.model"
     version = "1"
     label = "Model-based sharpening (Phenix)"
-    help = ("Compute a model map on the map's grid (gemmi) and scale each resolution shell of the map by the "
-            "per-shell map–model correlation towards the model's amplitude fall-off.")
+    help = (
+        "Compute a model map on the map's grid (gemmi) and scale each resolution shell of the map by the "
+        "per-shell map–model correlation towards the model's amplitude fall-off."
+    )
     citations = ("Terwilliger T.C. et al. (2018) Acta Cryst D74:545-559",)
 
     class Params(ProtocolParams):
         model: str = param("", "Atomic model (PDB or mmCIF) in the map's frame", section="Input")
-        resolution: float = param(0.0, "Map resolution (model map computed to it)", unit="Å", section="Input", gt=0)
+        resolution: float = param(
+            0.0, "Map resolution (model map computed to it)", unit="Å", section="Input", gt=0
+        )
 
     inputs = {"volume": Input(("Volume",), "the map (its half maps, if any, are sharpened alike)")}
     outputs = {"volume": Output("Volume", "the sharpened map")}
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
-        problems = map_problems("volume", vol.path, vol.source) + resolution_problems("resolution", p.resolution, vol.pixel_size)
+        problems = map_problems("volume", vol.path, vol.source) + resolution_problems(
+            "resolution", p.resolution, vol.pixel_size
+        )
         if not p.model or not Path(p.model).is_file():
             return problems + [f"param 'model': {p.model or '(empty)'}: no such file"]
         from emforge.io import read_info
@@ -136,24 +183,47 @@ class SharpenModel(_HalfmapInputs):
         return [self.params.model] if Path(self.params.model).is_file() else []
 
     def steps(self) -> list[Step]:
-        return [Step("sharpen", model_step, outputs=["volume"], args=dict(
-            volume=self.input["volume"].to_attrs(), model=str(Path(self.params.model).resolve()),
-            resolution=self.params.resolution))]
+        return [
+            Step(
+                "sharpen",
+                model_step,
+                outputs=["volume"],
+                args=dict(
+                    volume=self.input["volume"].to_attrs(),
+                    model=str(Path(self.params.model).resolve()),
+                    resolution=self.params.resolution,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         return f"mean map–model CC {results.get('sharpen', {}).get('mean_cc', float('nan')):.3f}; report extra/report.html"
 
 
 # -- sharpen.shells ---------------------------------------------------------------------------------
-def shells_step(ctx: StepContext, *, volume: dict, halves: list[str], resolution: float, anisotropic: bool,
-                b_target: float) -> dict:
+def shells_step(
+    ctx: StepContext,
+    *,
+    volume: dict,
+    halves: list[str],
+    resolution: float,
+    anisotropic: bool,
+    b_target: float,
+) -> dict:
     from .kernels.shells import format_anisotropy_summary, sharpen_shells
 
     src = Volume.from_attrs(volume)
     h = [read(p) for p in halves] if halves else [None, None]
     data = read(src.path) if src.path else 0.5 * (h[0] + h[1])
-    res = sharpen_shells(data, pixel_size=src.pixel_size, resolution=resolution, half1=h[0], half2=h[1],
-                         anisotropic=anisotropic, b_target=b_target)
+    res = sharpen_shells(
+        data,
+        pixel_size=src.pixel_size,
+        resolution=resolution,
+        half1=h[0],
+        half2=h[1],
+        anisotropic=anisotropic,
+        b_target=b_target,
+    )
     hdr = Volume.from_attrs({**volume, "path": src.path or halves[0]})
     write_outputs(ctx, hdr, res.map, (res.half1, res.half2) if res.half1 is not None else None)
     text = format_anisotropy_summary(res)
@@ -162,36 +232,66 @@ def shells_step(ctx: StepContext, *, volume: dict, halves: list[str], resolution
     if "s" in sm and "scale_axes" in sm:
         s = np.asarray(sm["s"])
         sc = np.asarray(sm["scale_axes"])
-        panels.insert(0, Panel("curves", "scale factor per axis", s=s, curves={a: sc[:, i] for i, a in enumerate("xyz")},
-                               ylabel="mean scale", vlines={"resolution": resolution}))
+        panels.insert(
+            0,
+            Panel(
+                "curves",
+                "scale factor per axis",
+                s=s,
+                curves={a: sc[:, i] for i, a in enumerate("xyz")},
+                ylabel="mean scale",
+                vlines={"resolution": resolution},
+            ),
+        )
         sig = np.asarray(sm["signal_axes"])
         with np.errstate(divide="ignore", invalid="ignore"):  # no signal left: a gap, not ln(1e-30)
             ln_sig = np.where(sig > 0, np.log(np.where(sig > 0, sig, 1.0)), np.nan)
-        panels.insert(1, Panel("curves", "signal amplitude per axis", s=s,
-                               curves={a: ln_sig[:, i] for i, a in enumerate("xyz")}, ylabel="ln rms amplitude",
-                               vlines={"resolution": resolution}))
-    write_report(ctx.extra, "sharpen.shells", panels, [("summary", line) for line in text.splitlines()])
+        panels.insert(
+            1,
+            Panel(
+                "curves",
+                "signal amplitude per axis",
+                s=s,
+                curves={a: ln_sig[:, i] for i, a in enumerate("xyz")},
+                ylabel="ln rms amplitude",
+                vlines={"resolution": resolution},
+            ),
+        )
+    write_report(
+        ctx.extra, "sharpen.shells", panels, [("summary", line) for line in text.splitlines()]
+    )
     (ctx.extra / "anisotropy.txt").write_text(text + "\n", encoding="utf-8")
-    return {"U": [float(u) for u in res.U], "summary_text": text,
-            "b_axes": [float(b) for b in sm.get("b_axes", [])]}
+    return {
+        "U": [float(u) for u in res.U],
+        "summary_text": text,
+        "b_axes": [float(b) for b in sm.get("b_axes", [])],
+    }
 
 
 class SharpenShells(_HalfmapInputs):
     id = "sharpen.shells"
     version = "1"
     label = "Shell sharpening with anisotropic correction"
-    help = ("Fit and remove the overall anisotropic fall-off (U), estimate per direction the anisotropy of the "
-            "signal and of the errors (from half maps, or the noise floor), and scale each coefficient by the "
-            "expected signal factor 1/(1+E²).")
+    help = (
+        "Fit and remove the overall anisotropic fall-off (U), estimate per direction the anisotropy of the "
+        "signal and of the errors (from half maps, or the noise floor), and scale each coefficient by the "
+        "expected signal factor 1/(1+E²)."
+    )
 
     class Params(ProtocolParams):
         resolution: float = param(0.0, "Map resolution", unit="Å", section="Sharpening", gt=0)
         anisotropic: bool = param(True, "Correct the anisotropic fall-off", section="Sharpening")
-        b_target: float = param(0.0, "Overall B of the output", unit="Å²", section="Sharpening", level=Level.ADVANCED)
+        b_target: float = param(
+            0.0, "Overall B of the output", unit="Å²", section="Sharpening", level=Level.ADVANCED
+        )
 
-    inputs = {"volume": Input(("Volume",), "the map (with half maps: better error estimates)", optional=True),
-              "half1": Input(("Volume",), "first half map", optional=True),
-              "half2": Input(("Volume",), "second half map", optional=True)}
+    inputs = {
+        "volume": Input(
+            ("Volume",), "the map (with half maps: better error estimates)", optional=True
+        ),
+        "half1": Input(("Volume",), "first half map", optional=True),
+        "half2": Input(("Volume",), "second half map", optional=True),
+    }
     outputs = {"volume": Output("Volume", "the sharpened map")}
 
     def validate(self) -> list[str]:
@@ -204,53 +304,115 @@ class SharpenShells(_HalfmapInputs):
     def steps(self) -> list[Step]:
         p = self.params
         attrs = self._source_attrs()
-        return [Step("sharpen", shells_step, outputs=["volume"], args=dict(
-            volume=attrs, halves=list(halves_of(self.input) or ()), resolution=p.resolution,
-            anisotropic=p.anisotropic, b_target=p.b_target))]
+        return [
+            Step(
+                "sharpen",
+                shells_step,
+                outputs=["volume"],
+                args=dict(
+                    volume=attrs,
+                    halves=list(halves_of(self.input) or ()),
+                    resolution=p.resolution,
+                    anisotropic=p.anisotropic,
+                    b_target=p.b_target,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         return results.get("sharpen", {}).get("summary_text", "")
 
 
 # -- sharpen.local -------------------------------------------------------------------------------------
-def local_step(ctx: StepContext, *, volume: dict, halves: list[str], resolution: float, method: str, box: int,
-               step: int) -> dict:
+def local_step(
+    ctx: StepContext,
+    *,
+    volume: dict,
+    halves: list[str],
+    resolution: float,
+    method: str,
+    box: int,
+    step: int,
+) -> dict:
     from .kernels.local import sharpen_local
 
     src = Volume.from_attrs(volume)
     h = [read(p) for p in halves] if halves else [None, None]
     data = read(src.path) if src.path else 0.5 * (h[0] + h[1])
-    res = sharpen_local(data, pixel_size=src.pixel_size, resolution=resolution, box=box or None, step=step or None,
-                        half1=h[0], half2=h[1], method=method)
-    write_outputs(ctx, Volume.from_attrs({**volume, "path": src.path or halves[0]}), res.map,
-                  (res.half1, res.half2) if res.half1 is not None else None)
+    res = sharpen_local(
+        data,
+        pixel_size=src.pixel_size,
+        resolution=resolution,
+        box=box or None,
+        step=step or None,
+        half1=h[0],
+        half2=h[1],
+        method=method,
+    )
+    write_outputs(
+        ctx,
+        Volume.from_attrs({**volume, "path": src.path or halves[0]}),
+        res.map,
+        (res.half1, res.half2) if res.half1 is not None else None,
+    )
     bl = res.b_local
     mid = bl[bl.shape[0] // 2]
-    write_report(ctx.extra, f"sharpen.local ({method})",
-                 [Panel("slices", "map", before=data, after=res.map),
-                  Panel("image", f"local B, central layer of boxes (global B {res.b_global:.1f} Å²)", image=mid,
-                        label="local B (Å²)", xlabel="box index along x", ylabel="box index along y")],
-                 [("method", method), ("box / step", f"{res.box} / {res.step} px"),
-                  ("global B", f"{res.b_global:.1f} Å²"),
-                  ("local B range", f"{np.nanmin(bl):.1f} … {np.nanmax(bl):.1f} Å²")])
-    return {"b_global": float(res.b_global), "b_local_min": float(np.nanmin(bl)), "b_local_max": float(np.nanmax(bl)),
-            "boxes": int(bl.size)}
+    write_report(
+        ctx.extra,
+        f"sharpen.local ({method})",
+        [
+            Panel("slices", "map", before=data, after=res.map),
+            Panel(
+                "image",
+                f"local B, central layer of boxes (global B {res.b_global:.1f} Å²)",
+                image=mid,
+                label="local B (Å²)",
+                xlabel="box index along x",
+                ylabel="box index along y",
+            ),
+        ],
+        [
+            ("method", method),
+            ("box / step", f"{res.box} / {res.step} px"),
+            ("global B", f"{res.b_global:.1f} Å²"),
+            ("local B range", f"{np.nanmin(bl):.1f} … {np.nanmax(bl):.1f} Å²"),
+        ],
+    )
+    return {
+        "b_global": float(res.b_global),
+        "b_local_min": float(np.nanmin(bl)),
+        "b_local_max": float(np.nanmax(bl)),
+        "boxes": int(bl.size),
+    }
 
 
 class SharpenLocal(_HalfmapInputs):
     id = "sharpen.local"
     version = "1"
     label = "Local sharpening"
-    help = ("Sharpen in overlapping soft-edged boxes with parameters fitted per box (local Guinier B, or local FSC "
-            "weighting with half maps), blended smoothly so that no box edge shows.")
+    help = (
+        "Sharpen in overlapping soft-edged boxes with parameters fitted per box (local Guinier B, or local FSC "
+        "weighting with half maps), blended smoothly so that no box edge shows."
+    )
 
     class Params(ProtocolParams):
         resolution: float = param(0.0, "Map resolution", unit="Å", section="Sharpening", gt=0)
-        method: Literal["b_iso", "halfmap"] = param("b_iso", "Per-box B from the map, or per-box FSC weighting from "
-                                                    "half maps", section="Sharpening")
-        box: int = param(0, "Box size; 0: automatic", unit="px", section="Boxes", level=Level.ADVANCED, ge=0)
-        step: int = param(0, "Distance between box centres; 0: box/2", unit="px", section="Boxes",
-                          level=Level.ADVANCED, ge=0)
+        method: Literal["b_iso", "halfmap"] = param(
+            "b_iso",
+            "Per-box B from the map, or per-box FSC weighting from half maps",
+            section="Sharpening",
+        )
+        box: int = param(
+            0, "Box size; 0: automatic", unit="px", section="Boxes", level=Level.ADVANCED, ge=0
+        )
+        step: int = param(
+            0,
+            "Distance between box centres; 0: box/2",
+            unit="px",
+            section="Boxes",
+            level=Level.ADVANCED,
+            ge=0,
+        )
 
     inputs = SharpenShells.inputs
     outputs = {"volume": Output("Volume", "the locally sharpened map")}
@@ -261,25 +423,49 @@ class SharpenLocal(_HalfmapInputs):
             ref = self._reference()
             problems += resolution_problems("resolution", self.params.resolution, ref.pixel_size)
             if self.params.box and self.params.box > min(ref.shape):
-                problems.append(f"param 'box': {self.params.box} px is larger than the map ({min(ref.shape)} px)")
+                problems.append(
+                    f"param 'box': {self.params.box} px is larger than the map ({min(ref.shape)} px)"
+                )
         return problems
 
     def steps(self) -> list[Step]:
         p = self.params
         attrs = self._source_attrs()
-        return [Step("sharpen", local_step, outputs=["volume"], args=dict(
-            volume=attrs, halves=list(halves_of(self.input) or ()),
-            resolution=p.resolution, method=p.method, box=p.box, step=p.step))]
+        return [
+            Step(
+                "sharpen",
+                local_step,
+                outputs=["volume"],
+                args=dict(
+                    volume=attrs,
+                    halves=list(halves_of(self.input) or ()),
+                    resolution=p.resolution,
+                    method=p.method,
+                    box=p.box,
+                    step=p.step,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("sharpen", {})
-        return (f"{r.get('boxes')} boxes; local B {r.get('b_local_min', 0):.1f} … {r.get('b_local_max', 0):.1f} Å² "
-                f"(global {r.get('b_global', 0):.1f} Å²); report extra/report.html")
+        return (
+            f"{r.get('boxes')} boxes; local B {r.get('b_local_min', 0):.1f} … {r.get('b_local_max', 0):.1f} Å² "
+            f"(global {r.get('b_global', 0):.1f} Å²); report extra/report.html"
+        )
 
 
 # -- analysis.local_resolution -----------------------------------------------------------------------------
-def locres_step(ctx: StepContext, *, volume: dict, halves: list[str], mask_path: str, box: int, step: int,
-                threshold: float) -> dict:
+def locres_step(
+    ctx: StepContext,
+    *,
+    volume: dict,
+    halves: list[str],
+    mask_path: str,
+    box: int,
+    step: int,
+    threshold: float,
+) -> dict:
     from emforge.io import read_info, write_volume
 
     from .kernels.locres import local_resolution
@@ -287,20 +473,36 @@ def locres_step(ctx: StepContext, *, volume: dict, halves: list[str], mask_path:
     src = Volume.from_attrs(volume)
     h1, h2 = read(halves[0]), read(halves[1])
     mask = read(mask_path) if mask_path else None
-    res = local_resolution(h1, h2, pixel_size=src.pixel_size, box=box or None, step=step or None, mask=mask,
-                           threshold=threshold)
+    res = local_resolution(
+        h1,
+        h2,
+        pixel_size=src.pixel_size,
+        box=box or None,
+        step=step or None,
+        mask=mask,
+        threshold=threshold,
+    )
     info = read_info(halves[0])
     path = ctx.path("local_resolution.mrc")
     write_volume(path, res.map, voxel_size=info.voxel_size, origin=info.origin)
-    ctx.output("local_resolution", Volume(str(path), src.pixel_size, tuple(res.map.shape), src.origin,
-                                          voxel_size=src.voxel_size))
+    ctx.output(
+        "local_resolution",
+        Volume(
+            str(path), src.pixel_size, tuple(res.map.shape), src.origin, voxel_size=src.voxel_size
+        ),
+    )
     inside = res.map[mask > 0.5] if mask is not None else res.map.ravel()
     _locres_report(ctx, 0.5 * (h1 + h2), res.map, mask, inside)
     return {"min": res.min, "median": res.median, "max": res.max, "box": res.box, "step": res.step}
 
 
-def _locres_report(ctx: StepContext, avg: np.ndarray, locmap: np.ndarray, mask: np.ndarray | None,
-                   inside: np.ndarray) -> None:
+def _locres_report(
+    ctx: StepContext,
+    avg: np.ndarray,
+    locmap: np.ndarray,
+    mask: np.ndarray | None,
+    inside: np.ndarray,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,7 +515,9 @@ def _locres_report(ctx: StepContext, avg: np.ndarray, locmap: np.ndarray, mask: 
     shown = np.where(mask[c] > 0.5, locmap[c], np.nan) if mask is not None else locmap[c]
     im = axes[1].imshow(shown, cmap="jet_r")
     fig.colorbar(im, ax=axes[1], label="local resolution (Å)")
-    axes[1].set_title("local resolution (inside the mask)" if mask is not None else "local resolution")
+    axes[1].set_title(
+        "local resolution (inside the mask)" if mask is not None else "local resolution"
+    )
     axes[2].hist(inside[np.isfinite(inside)], bins=40, color="steelblue")
     axes[2].set_xlabel("local resolution (Å)")
     axes[2].set_ylabel("voxels")
@@ -336,7 +540,10 @@ class LocalResolution(_HalfmapInputs):
         box: int = param(0, "Window size; 0: 32 px", unit="px", section="Windows", ge=0)
         step: int = param(0, "Grid spacing; 0: box/3", unit="px", section="Windows", ge=0)
 
-    inputs = {**SharpenShells.inputs, "mask": Input(("VolumeMask",), "summarise inside this mask", optional=True)}
+    inputs = {
+        **SharpenShells.inputs,
+        "mask": Input(("VolumeMask",), "summarise inside this mask", optional=True),
+    }
     outputs = {"local_resolution": Output("Volume", "the local resolution map (Å)")}
 
     def validate(self) -> list[str]:
@@ -348,13 +555,26 @@ class LocalResolution(_HalfmapInputs):
     def steps(self) -> list[Step]:
         p = self.params
         mask = self.input.get("mask")
-        return [Step("locres", locres_step, outputs=["local_resolution"], args=dict(
-            volume=self._reference().to_attrs(), halves=list(halves_of(self.input) or ()),
-            mask_path=mask.path if mask is not None else "", box=p.box, step=p.step, threshold=p.threshold))]
+        return [
+            Step(
+                "locres",
+                locres_step,
+                outputs=["local_resolution"],
+                args=dict(
+                    volume=self._reference().to_attrs(),
+                    halves=list(halves_of(self.input) or ()),
+                    mask_path=mask.path if mask is not None else "",
+                    box=p.box,
+                    step=p.step,
+                    threshold=p.threshold,
+                ),
+            )
+        ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("locres", {})
         where = "inside the mask" if self.input.get("mask") is not None else "over the box"
-        return (f"local resolution {where}: min {r.get('min', 0):.2f}, median {r.get('median', 0):.2f}, "
-                f"max {r.get('max', 0):.2f} Å; report extra/report.png")
-
+        return (
+            f"local resolution {where}: min {r.get('min', 0):.2f}, median {r.get('median', 0):.2f}, "
+            f"max {r.get('max', 0):.2f} Å; report extra/report.png"
+        )

@@ -28,7 +28,9 @@ def _mpl():
 
 def resolution_axis(ax: Any, s_max: float) -> None:
     """Label a 1/Å axis with resolutions in Å on a twin axis on top."""
-    top = ax.secondary_xaxis("top", functions=(lambda s: 1.0 / np.maximum(s, 1e-6), lambda d: 1.0 / np.maximum(d, 1e-6)))
+    top = ax.secondary_xaxis(
+        "top", functions=(lambda s: 1.0 / np.maximum(s, 1e-6), lambda d: 1.0 / np.maximum(d, 1e-6))
+    )
     ticks = [d for d in (50, 20, 10, 7, 5, 4, 3.5, 3, 2.5, 2) if 1.0 / d <= s_max * 1.001]
     top.set_xticks(ticks)
     top.set_xticklabels([f"{d:g}" for d in ticks])
@@ -46,8 +48,15 @@ class Panel:
         ax.set_title(self.title, fontsize=10)
 
     @staticmethod
-    def _curves(ax: Any, s: np.ndarray, curves: dict[str, np.ndarray], ylabel: str,
-                hlines: Sequence[float] = (), vlines: dict[str, float] | None = None, ylim=None) -> None:
+    def _curves(
+        ax: Any,
+        s: np.ndarray,
+        curves: dict[str, np.ndarray],
+        ylabel: str,
+        hlines: Sequence[float] = (),
+        vlines: dict[str, float] | None = None,
+        ylim=None,
+    ) -> None:
         for name, values in curves.items():
             ax.plot(s, values, label=name, lw=1.4)
         for h in hlines:
@@ -55,8 +64,14 @@ class Panel:
         for name, d in (vlines or {}).items():
             if np.isfinite(d) and d > 0:
                 ax.axvline(1.0 / d, color="red", ls="--", lw=1)
-                ax.text(1.0 / d, ax.get_ylim()[1] if ylim is None else ylim[1], f" {name}",
-                        color="red", va="top", fontsize=8)
+                ax.text(
+                    1.0 / d,
+                    ax.get_ylim()[1] if ylim is None else ylim[1],
+                    f" {name}",
+                    color="red",
+                    va="top",
+                    fontsize=8,
+                )
         if ylim is not None:
             ax.set_ylim(*ylim)
         ax.set_xlabel("spatial frequency (1/Å)")
@@ -66,8 +81,14 @@ class Panel:
         resolution_axis(ax, float(np.nanmax(s)))
 
     @staticmethod
-    def _guinier(ax: Any, s2: np.ndarray, ln_amp: np.ndarray, b: float, intercept: float,
-                 fit_range: tuple[float, float]) -> None:
+    def _guinier(
+        ax: Any,
+        s2: np.ndarray,
+        ln_amp: np.ndarray,
+        b: float,
+        intercept: float,
+        fit_range: tuple[float, float],
+    ) -> None:
         ok = np.isfinite(ln_amp)
         ax.plot(s2[ok], ln_amp[ok], ".", ms=4, label="ln |F| (FSC-weighted)")
         if np.isfinite(intercept):
@@ -111,13 +132,17 @@ class Panel:
         ax.set_xlabel("central z slice: input (left), output (right)")
 
 
-def write_report(folder: Path, title: str, panels: list[Panel], table: list[tuple[str, str]]) -> tuple[str, str]:
+def write_report(
+    folder: Path, title: str, panels: list[Panel], table: list[tuple[str, str]]
+) -> tuple[str, str]:
     """Write ``report.png`` (all panels) and ``report.html`` (title, table, the PNG)."""
     plt = _mpl()
     n = len(panels)
     cols = min(2, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.6 * rows), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(6.2 * cols, 4.6 * rows), constrained_layout=True, squeeze=False
+    )
     for ax, panel in zip(axes.flat, panels, strict=False):
         panel.draw(ax)
     for ax in list(axes.flat)[n:]:
@@ -126,9 +151,13 @@ def write_report(folder: Path, title: str, panels: list[Panel], table: list[tupl
     png = folder / "report.png"
     fig.savefig(png, dpi=90)
     plt.close(fig)
-    rows_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in table)
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<h1>{html.escape(title)}</h1><table>{rows_html}</table><img src='report.png' style='max-width:100%'>")
+    rows_html = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in table
+    )
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1><table>{rows_html}</table><img src='report.png' style='max-width:100%'>"
+    )
     out = folder / "report.html"
     out.write_text(page, encoding="utf-8")
     return str(png), str(out)

@@ -12,9 +12,12 @@ def test_reference_pages_are_current():
     assert "import.md" in pages and "index.md" in pages
     for name, text in pages.items():
         committed = REFERENCE / name
-        assert committed.exists(), f"{committed} missing: run python -m emforge.docgen docs/reference"
+        assert committed.exists(), (
+            f"{committed} missing: run python -m emforge.docgen docs/reference"
+        )
         assert committed.read_text(encoding="utf-8") == text, (
-            f"{committed} is stale: run python -m emforge.docgen docs/reference")
+            f"{committed} is stale: run python -m emforge.docgen docs/reference"
+        )
 
 
 def test_reference_lists_every_param_with_unit():

@@ -470,7 +470,11 @@ def sharpen_local(
     curves = weight * np.exp((b_loc - b_target)[:, None] * spec.s[None, :] ** 2 / 4.0)
     curves = curves * _lowpass_curve(spec.s, d_loc)
     out = _apply_boxes(boxes, spec, a, curves)
-    halves = None if h1 is None else (_apply_boxes(boxes, spec, h1, curves), _apply_boxes(boxes, spec, h2, curves))
+    halves = (
+        None
+        if h1 is None
+        else (_apply_boxes(boxes, spec, h1, curves), _apply_boxes(boxes, spec, h2, curves))
+    )
     g = boxes.grid_shape
     res_grid = d_loc.reshape(g) if method == "halfmap" else None
     centres = tuple(st + box // 2 for st in boxes.starts)

@@ -316,4 +316,6 @@ def sharpen_model(
     grid = scale.astype(np.float32)[np.minimum(sh, scale.size - 1)]
     grid[sh >= scale.size] = 0.0
     out = irfftn(Fa * grid, shape=a.shape)
-    return ModelSharpenResult(out, s, cc, c, scale, model_amp, amp, k, float(b_model), float(b_error), float(cc0))
+    return ModelSharpenResult(
+        out, s, cc, c, scale, model_amp, amp, k, float(b_model), float(b_error), float(cc0)
+    )

@@ -19,8 +19,12 @@ print(dt, fft.save_wisdom_cache())
 @pytest.mark.skipif(fft.backend() != "pyfftw", reason="pyFFTW is not installed: no wisdom to cache")
 def test_wisdom_cache_is_written_and_reused(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    runs = [subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
-            for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
+        for _ in range(2)
+    ]
     first, second = (float(r.stdout.split()[0]) for r in runs)
     assert runs[0].stdout.split()[1] == "True"
     assert (tmp_path / "emforge" / "fftw-wisdom.txt").is_file()

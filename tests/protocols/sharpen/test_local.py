@@ -147,9 +147,13 @@ def test_half_maps_get_the_same_filters(halves, average, pixel_size):
     """The filters are linear and shared: the sharpened halves average to the sharpened map."""
     h1, h2 = halves
     for method in ("b_iso", "halfmap"):
-        r = sharpen_local(average, pixel_size=pixel_size, resolution=3.5, half1=h1, half2=h2, method=method)
+        r = sharpen_local(
+            average, pixel_size=pixel_size, resolution=3.5, half1=h1, half2=h2, method=method
+        )
         assert r.half1 is not None and r.half2 is not None
         assert not np.allclose(r.half1, r.half2)
-        np.testing.assert_allclose(0.5 * (r.half1 + r.half2), r.map, atol=1e-4 * float(np.abs(r.map).max()))
+        np.testing.assert_allclose(
+            0.5 * (r.half1 + r.half2), r.map, atol=1e-4 * float(np.abs(r.map).max())
+        )
     with pytest.raises(ValueError, match="half1"):
         sharpen_local(average, pixel_size=pixel_size, resolution=3.5, half1=h1)
