@@ -12,7 +12,12 @@ import numpy as np
 from emforge.engine import Output, Protocol, ProtocolParams, Step, StepContext, param
 from emforge.errors import EmforgeError, InputFileError, ParamError
 
-from ._protocols import _PX_HELP, _check_path, _header_problems, _paths, import_many_step
+from ._protocols import (
+    _PX_HELP,
+    _check_path,
+    _ImportMany,
+    _paths,
+)
 
 __all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
 
@@ -144,42 +149,24 @@ class ImportParticles(Protocol):
         return f"{r.get('count')} particles, box {r.get('box')}"
 
 
-class ImportTomograms(Protocol):
+class ImportTomograms(_ImportMany):
     id = "import.tomograms"
     version = "1"
     label = "Import tomograms"
     help = "Import tomograms (MRC, TIFF or EM; a glob pattern for several) as a SetOfTomograms."
+    item_kind = "Tomogram"
+    output = "tomograms"
 
     class Params(ProtocolParams):
         path: str = param("", "Tomogram file or glob pattern", section="Input")
         pixel_size: float = param(
-            -1.0, _PX_HELP + "; TIFF files have none", unit="Å", section="Input"
+            -1.0,
+            _PX_HELP + "; TIFF files without resolution tags have none",
+            unit="Å",
+            section="Input",
         )
 
     outputs = {"tomograms": Output("SetOfTomograms", "the imported tomograms")}
-
-    def external_files(self) -> list[str]:
-        return _paths(self.params.path)
-
-    def validate(self) -> list[str]:
-        problems: list[str] = []
-        for f in _check_path("path", self.params.path, problems, many=True):
-            _header_problems(f, self.params.pixel_size, problems)
-        return problems
-
-    def steps(self) -> list[Step]:
-        return [
-            Step(
-                "import",
-                import_many_step,
-                outputs=["tomograms"],
-                args=dict(
-                    paths=_paths(self.params.path),
-                    pixel_size=self.params.pixel_size,
-                    kind="Tomogram",
-                ),
-            )
-        ]
 
 
 def _read_text_coords(path: str) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -212,13 +212,11 @@ def import_many_step(ctx: StepContext, *, paths: list[str], pixel_size: float, k
     return {"count": len(paths)}
 
 
-class ImportVolumes(Protocol):
-    id = "import.volumes"
-    version = "1"
-    label = "Import several maps"
-    help = "Import every map matching a glob pattern as a SetOfVolumes."
-    Params = _VolumeParams
-    outputs = {"volumes": Output("SetOfVolumes", "the imported maps")}
+class _ImportMany(Protocol):
+    """Every file matching a glob pattern, imported as a set of ``item_kind`` items."""
+
+    item_kind: ClassVar[str] = "Volume"
+    output: ClassVar[str] = "volumes"
 
     def external_files(self) -> list[str]:
         return _paths(self.params.path)
@@ -230,16 +228,19 @@ class ImportVolumes(Protocol):
         return problems
 
     def steps(self) -> list[Step]:
-        return [
-            Step(
-                "import",
-                import_many_step,
-                outputs=["volumes"],
-                args=dict(
-                    paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind="Volume"
-                ),
-            )
-        ]
+        args = dict(
+            paths=_paths(self.params.path), pixel_size=self.params.pixel_size, kind=self.item_kind
+        )
+        return [Step("import", import_many_step, outputs=[self.output], args=args)]
+
+
+class ImportVolumes(_ImportMany):
+    id = "import.volumes"
+    version = "1"
+    label = "Import several maps"
+    help = "Import every map matching a glob pattern as a SetOfVolumes."
+    Params = _VolumeParams
+    outputs = {"volumes": Output("SetOfVolumes", "the imported maps")}
 
 
 def _mask_value_problems(path: str) -> list[str]:
