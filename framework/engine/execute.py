@@ -490,7 +490,6 @@ def execute_run(
         progress_sink=lambda _r, s, f, m: scheduler.report(s, f, m),
     )
     final, error = "finished", None
-    wisdom = _load_fft_wisdom()
     handlers = _install_abort_handlers()
     heartbeat.start()
     try:
@@ -509,7 +508,7 @@ def execute_run(
         heartbeat.stop()
         if final != "aborted":
             scheduler.executor.shutdown()
-    _save_fft_wisdom(wisdom)
+    _save_fft_wisdom()
     summary = _summary(project, loaded, final)
     with db.write(project.engine) as conn:
         conn.execute(
@@ -552,17 +551,12 @@ def _summary(project: Project, loaded: LoadedRun, final: str) -> str:
         return f"(summary unavailable: {type(exc).__name__}: {exc})"
 
 
-def _load_fft_wisdom() -> bool:
-    """Whether FFTW wisdom should be saved after the run (see :mod:`emforge.numerics.fft`)."""
-    return os.environ.get("EMFORGE_FFTW_WISDOM", "1") != "0"
-
-
-def _save_fft_wisdom(enabled: bool) -> None:
-    """Keep the FFTW plans this run measured for the next runs (only if it planned any)."""
+def _save_fft_wisdom() -> None:
+    """Keep the FFTW plans this run measured for the next runs (when it planned any FFT)."""
     import sys
 
     fft = sys.modules.get("emforge.numerics.fft")
-    if enabled and fft is not None:
+    if fft is not None:
         fft.save_wisdom_cache()
 
 

@@ -283,8 +283,13 @@ def _load_wisdom_cache() -> None:
 
 
 def save_wisdom_cache() -> bool:
-    """Write this process's wisdom to :func:`wisdom_cache_path` (atomically) if it planned anything."""
-    if not _HAVE_PYFFTW or not _WISDOM["new_plans"]:
+    """Write this process's wisdom to :func:`wisdom_cache_path` (atomically) if it planned anything
+    and ``EMFORGE_FFTW_WISDOM`` is not ``0``."""
+    if (
+        not _HAVE_PYFFTW
+        or not _WISDOM["new_plans"]
+        or os.environ.get("EMFORGE_FFTW_WISDOM", "1") == "0"
+    ):
         return False
     path = wisdom_cache_path()
     try:

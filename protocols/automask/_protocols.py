@@ -55,12 +55,14 @@ def write_mask_report(path: Any, volume: np.ndarray, mask: np.ndarray, *, title:
 
 
 def _register(
-    ctx: StepContext, volume: dict, mask: np.ndarray, masked: np.ndarray, title: str
+    ctx: StepContext, volume: dict, data: np.ndarray, mask: np.ndarray, title: str
 ) -> None:
-    from emforge.io import read_volume, write_volume
+    """Write and register the mask and the masked map (``data`` is the source map, already read)."""
+    from emforge.io import read_info, read_volume, write_volume
 
     src = Volume.from_attrs(volume)
-    _, info = read_volume(src.path)
+    info = read_info(src.path)
+    masked = data * mask
     mpath, vpath = ctx.path("mask.mrc"), ctx.path("masked.mrc")
     write_volume(mpath, mask, voxel_size=info.voxel_size, origin=info.origin)
     write_volume(vpath, masked, voxel_size=info.voxel_size, origin=info.origin)
@@ -90,7 +92,7 @@ def _register(
             src.voxel_size,
         ),
     )
-    write_mask_report(ctx.path("report.png"), _read(src.path), mask, title=title)
+    write_mask_report(ctx.path("report.png"), data, mask, title=title)
 
 
 def _read(path: str) -> np.ndarray:
@@ -125,9 +127,7 @@ def auto3d_step(
             "lower it, or seed with nmaxseed",
         )
     chosen = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in chosen.items()}
-    _register(
-        ctx, volume, mask.astype(np.float32), data * mask, title=f"automask.auto3d: {_fmt(chosen)}"
-    )
+    _register(ctx, volume, data, mask.astype(np.float32), title=f"automask.auto3d: {_fmt(chosen)}")
     return {"params": chosen, "inside_fraction": float((mask >= 0.5).mean())}
 
 
@@ -283,7 +283,7 @@ def soft_step(ctx: StepContext, *, volume: dict, mode: str, options: dict) -> di
         mask = soft_mask(data.shape, **options)
     else:
         mask = threshold_mask(data, **options)
-    _register(ctx, volume, mask.astype(np.float32), data * mask, title=f"automask.soft ({mode})")
+    _register(ctx, volume, data, mask.astype(np.float32), title=f"automask.soft ({mode})")
     return {"inside_fraction": float((mask >= 0.5).mean())}
 
 

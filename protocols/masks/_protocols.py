@@ -280,12 +280,13 @@ class MaskVolumes(Protocol):
         p = self.params
         mask = self.input.get("mask")
         is_single = isinstance(self.input["volume"], Volume)
+        items = self._items()
         return [
             Step(
                 "mask",
                 mask_volume_step,
                 args=dict(
-                    items=self._items(),
+                    items=items,
                     source=p.source,
                     geometry=p.geometry,
                     options=geometry_options(p),
@@ -303,7 +304,7 @@ class MaskVolumes(Protocol):
                     single=is_single,
                     source_id=self.input_ids.get("volume"),
                     volume=self.input["volume"].to_attrs() if is_single else None,
-                    names=[it["name"] for it in self._items()],
+                    names=[it["name"] for it in items],
                 ),
             ),
         ]
