@@ -57,7 +57,12 @@ def absolute(path: str) -> str:
 def _inside(root: Path, path: str) -> str | None:
     """``path`` relative to ``root`` (POSIX form) when it lies inside it, else ``None``."""
     p = Path(os.path.abspath(path))
-    for candidate in (p, Path(os.path.realpath(p.parent)) / p.name):
+    candidates = [p]
+    try:  # the folder with its symlinks resolved (the file itself is not followed)
+        candidates.append(Path(os.path.realpath(p.parent)) / p.name)
+    except (OSError, ValueError):
+        pass
+    for candidate in candidates:
         try:
             rel = candidate.relative_to(root)
         except ValueError:

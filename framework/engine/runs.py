@@ -72,7 +72,11 @@ def _coerce(value: Any) -> Any:
 def parse_params(
     cls: type[Protocol], params: dict[str, Any] | None
 ) -> tuple[ProtocolParams | None, list[str]]:
-    """Validated params, or ``None`` and one line per problem naming the param."""
+    """Validated params, or ``None`` and one line per problem naming the param.
+
+    Params declared as paths (:class:`~emforge.engine.protocol.PathParam`) come back
+    absolute: a relative one is relative to the current folder, the submitter's.
+    """
     raw = {k: _coerce(v) for k, v in (params or {}).items()}
     try:
         parsed = cls.Params(**raw)
@@ -91,11 +95,13 @@ def parse_params(
                 )
                 lines.append(f"param '{name}': {err['msg']}{got}")
         return None, lines
+    names = path_params(cls.Params)
+    bad = [n for n in names if "\0" in str(getattr(parsed, n))]
+    if bad:
+        return None, [f"param '{n}': a path cannot contain a NUL character" for n in bad]
     # a relative path means relative to the folder of whoever submits the run: fix it now
     absolute = {
-        n: _paths.absolute(v)
-        for n in path_params(cls.Params)
-        if isinstance(v := getattr(parsed, n), str) and v
+        n: _paths.absolute(v) for n in names if isinstance(v := getattr(parsed, n), str) and v
     }
     return (parsed.model_copy(update=absolute) if absolute else parsed), []
 

@@ -127,6 +127,8 @@ def test_path_params_are_known_by_declaration_not_by_value(tmp_path, monkeypatch
     assert problems == []
     assert parsed.model == str(tmp_path / "m.pdb")
     assert parsed.name == "n.pdb"  # not declared a path: kept as typed
+    parsed, problems = parse_params(Cls, {"model": "m\0.pdb"})  # type: ignore[arg-type]
+    assert parsed is None and problems == ["param 'model': a path cannot contain a NUL character"]
 
 
 def test_vanished_source_is_missing_and_resume_refuses_in_one_line(folders, capsys, monkeypatch):
