@@ -1,4 +1,6 @@
-"""Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`).
+"""Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
+rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
+(:mod:`.symmetry`), orientation sets (:mod:`.orientations`).
 
 Import from here: ``from emforge.numerics import rfftn, fsc, bfactor_filter``. See the module
 docstrings for the conventions (rfft half-grids, s in 1/Angstrom, shells, Hermitian weights,
@@ -41,6 +43,32 @@ from .fourier import (
     shell_index_rfft,
     spatial_frequency_rfft,
 )
+from .orientations import eman_orientations, so3_grid, so3_grid_size
+from .rotations import (
+    axis_angle_to_matrix,
+    eman_to_euler_zyz,
+    eman_to_matrix,
+    euler_zyz_to_eman,
+    euler_zyz_to_matrix,
+    matrix_to_eman,
+    matrix_to_euler_zyz,
+    quaternion_to_matrix,
+    random_rotations,
+    rotation_angle_between,
+    view_direction,
+)
+from .symmetry import (
+    SymmetrySpec,
+    asymmetric_unit_limits,
+    direction_in_asymmetric_unit,
+    expand_poses,
+    helical_operators,
+    in_asymmetric_unit,
+    parse_symmetry,
+    reduce_to_asymmetric_unit,
+    symmetry_matrices,
+    symmetry_order,
+)
 
 __all__ = [
     "backend",
@@ -73,4 +101,28 @@ __all__ = [
     "shell_frequencies",
     "shell_index_rfft",
     "spatial_frequency_rfft",
+    "eman_orientations",
+    "so3_grid",
+    "so3_grid_size",
+    "axis_angle_to_matrix",
+    "eman_to_euler_zyz",
+    "eman_to_matrix",
+    "euler_zyz_to_eman",
+    "euler_zyz_to_matrix",
+    "matrix_to_eman",
+    "matrix_to_euler_zyz",
+    "quaternion_to_matrix",
+    "random_rotations",
+    "rotation_angle_between",
+    "view_direction",
+    "SymmetrySpec",
+    "asymmetric_unit_limits",
+    "direction_in_asymmetric_unit",
+    "expand_poses",
+    "helical_operators",
+    "in_asymmetric_unit",
+    "parse_symmetry",
+    "reduce_to_asymmetric_unit",
+    "symmetry_matrices",
+    "symmetry_order",
 ]
