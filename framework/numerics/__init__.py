@@ -1,6 +1,6 @@
 """Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
 rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
-(:mod:`.symmetry`), orientation sets (:mod:`.orientations`).
+(:mod:`.symmetry`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`).
 
 Import from here: ``from emforge.numerics import rfftn, fsc, bfactor_filter``. See the module
 docstrings for the conventions (rfft half-grids, s in 1/Angstrom, shells, Hermitian weights,
@@ -9,6 +9,13 @@ B-factor sign).
 
 from __future__ import annotations
 
+from .ctf import (
+    ctf_2d,
+    ctf_at_frequencies,
+    electron_wavelength,
+    phase_flip_2d,
+    wiener_filter_2d,
+)
 from .fft import (
     backend,
     clear_plan_cache,
@@ -101,6 +108,11 @@ __all__ = [
     "shell_frequencies",
     "shell_index_rfft",
     "spatial_frequency_rfft",
+    "ctf_2d",
+    "ctf_at_frequencies",
+    "electron_wavelength",
+    "phase_flip_2d",
+    "wiener_filter_2d",
     "eman_orientations",
     "so3_grid",
     "so3_grid_size",
