@@ -1,6 +1,6 @@
 """Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
 rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
-(:mod:`.symmetry`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`).
+(:mod:`.symmetry`, :mod:`.asymmetric_unit`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`).
 
 Import from here: ``from emforge.numerics import rfftn, fsc, bfactor_filter``. See the module
 docstrings for the conventions (rfft half-grids, s in 1/Angstrom, shells, Hermitian weights,
@@ -9,6 +9,12 @@ B-factor sign).
 
 from __future__ import annotations
 
+from .asymmetric_unit import (
+    asymmetric_unit_limits,
+    direction_in_asymmetric_unit,
+    in_asymmetric_unit,
+    reduce_to_asymmetric_unit,
+)
 from .ctf import (
     ctf_2d,
     ctf_at_frequencies,
@@ -66,13 +72,10 @@ from .rotations import (
 )
 from .symmetry import (
     SymmetrySpec,
-    asymmetric_unit_limits,
-    direction_in_asymmetric_unit,
     expand_poses,
     helical_operators,
-    in_asymmetric_unit,
     parse_symmetry,
-    reduce_to_asymmetric_unit,
+    symmetry_axes_rotation,
     symmetry_matrices,
     symmetry_order,
 )
@@ -135,6 +138,7 @@ __all__ = [
     "in_asymmetric_unit",
     "parse_symmetry",
     "reduce_to_asymmetric_unit",
+    "symmetry_axes_rotation",
     "symmetry_matrices",
     "symmetry_order",
 ]

@@ -16,9 +16,7 @@ Conventions
   oct are identical; RELION T is EMAN tet turned by 60 degrees about z; RELION I (= I2, its
   default) and I1 put 2-folds on the axes; I3 is EMAN icos turned by 36 degrees about z; I4 is
   EMAN icos. See docs/conventions.md.
-* Asymmetric units are EMAN2's (``get_delimiters`` / ``is_in_asym_unit``), tested on the view
-  direction (third row of a pose matrix) as EMAN az/alt: alt from +z, az such that the direction
-  is ``(sin alt sin az, -sin alt cos az, cos alt)``. Boundaries are closed (within ``tol``).
+* Asymmetric units (EMAN2's) are in :mod:`.asymmetric_unit`.
 """
 
 from __future__ import annotations
@@ -37,11 +35,8 @@ __all__ = [
     "symmetry_matrices",
     "symmetry_order",
     "helical_operators",
-    "asymmetric_unit_limits",
-    "in_asymmetric_unit",
-    "direction_in_asymmetric_unit",
     "expand_poses",
-    "reduce_to_asymmetric_unit",
+    "symmetry_axes_rotation",
 ]
 
 _PLATONIC_FOLD = {"tet": 3, "oct": 4, "icos": 5}
@@ -223,123 +218,6 @@ def helical_operators(n: int, *, twist: float, rise: float) -> tuple[np.ndarray,
     return rot, shifts
 
 
-def asymmetric_unit_limits(symbol: str, *, inc_mirror: bool = False, maxtilt: float = 90.0):
-    """EMAN2's asymmetric-unit delimiters ``(alt_min, alt_max, az_max)`` in degrees (float64).
-
-    cn: alt <= 90 (180 with mirror), az < 360/n; dn: alt <= 90, az < 180/n (360/n); tet/oct/icos:
-    alt <= acos(1/(sqrt 3 tan(pi/m))), az < 360/m (halved for oct/icos without mirror), m = 3/4/5,
-    further cut by Baldwin's lower edge; hn: alt from ``90 - maxtilt`` to 90, all az.
-    """
-    spec = parse_symmetry(symbol)
-    if spec.kind == "c":
-        return 0.0, 180.0 if inc_mirror else 90.0, 360.0 / spec.n
-    if spec.kind == "d":
-        return 0.0, 90.0, (360.0 if inc_mirror else 180.0) / spec.n
-    if spec.kind == "h":
-        return 90.0 - maxtilt, 90.0, 360.0
-    cap_sig = 2 * np.pi / spec.n
-    alpha = np.arccos(1.0 / (np.sqrt(3.0) * np.tan(cap_sig / 2)))
-    az_max = np.degrees(cap_sig) * (0.5 if (not inc_mirror and spec.kind != "tet") else 1.0)
-    return 0.0, float(np.degrees(alpha)), float(az_max)
-
-
-def _baldwin_bound(az, m: int, alpha):
-    """Baldwin's lower edge of a platonic asymmetric unit: max alt (rad) at az' (rad)."""
-    cap_sig = 2 * np.pi / m
-    half_theta_c = 0.5 * np.arccos(np.cos(cap_sig) / (1.0 - np.cos(cap_sig)))
-    b = np.sin(cap_sig / 2 - az) / np.tan(half_theta_c) + np.sin(az) / np.tan(alpha)
-    return np.arctan(np.sin(cap_sig / 2) / b)
-
-
-def _eman_alt_az(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    alt = np.degrees(np.arccos(np.clip(d[..., 2], -1.0, 1.0)))
-    az = np.mod(np.degrees(np.arctan2(d[..., 0], -d[..., 1])), 360.0)
-    return alt, az
-
-
-def _au_mask(d: np.ndarray, spec: SymmetrySpec, inc_mirror: bool, tol: float, maxtilt: float):
-    alt, az = _eman_alt_az(d)
-    if spec.kind == "icos":
-        az = np.mod(az - 234.0, 360.0)  # EMAN's alignment offset: a 3-fold on +x
-    az = np.where(az > 360.0 - tol, az - 360.0, az)  # az just below 360 is az 0
-    alt_min, alt_max, az_max = asymmetric_unit_limits(
-        f"{spec.kind}{spec.n}" if spec.kind in "cdh" else spec.kind,
-        inc_mirror=inc_mirror,
-        maxtilt=maxtilt,
-    )
-    if spec.kind == "h" and inc_mirror:
-        alt_min -= maxtilt
-    pole = alt <= tol
-    ok = (alt <= alt_max + tol) & (alt >= alt_min - tol) & (az <= az_max + tol) & (az >= -tol)
-    if spec.kind in ("tet", "oct", "icos"):
-        cap_sig = 2 * np.pi / spec.n
-        alpha = np.arccos(1.0 / (np.sqrt(3.0) * np.tan(cap_sig / 2)))
-        a = np.radians(np.clip(az, 0.0, None))
-        a = np.minimum(a, cap_sig - a)
-        rtol = np.radians(tol)
-        ok &= np.radians(alt) <= _baldwin_bound(a, spec.n, alpha) + rtol
-        if spec.kind == "tet" and not inc_mirror:
-            ok &= np.radians(alt) <= _baldwin_bound(a, spec.n, alpha / 2) + rtol
-    return ok | (pole & (alt_min <= tol))
-
-
-def direction_in_asymmetric_unit(
-    directions, symbol: str, *, inc_mirror: bool = False, tol: float = 1e-3, maxtilt: float = 90.0
-) -> np.ndarray:
-    """Whether view directions lie in EMAN2's asymmetric unit of ``symbol``.
-
-    Parameters
-    ----------
-    directions : array_like, shape (..., 3)
-        View directions (x, y, z) in the map frame, any non-zero length.
-    symbol : str
-        EMAN-convention symmetry symbol.
-    inc_mirror : bool
-        Use the asymmetric unit with its mirror half (what ``inc_mirror`` generates).
-    tol : float
-        Tolerance in degrees on every boundary (boundaries are closed).
-    maxtilt : float
-        Helical symmetry only: views within ``maxtilt`` degrees of the equator.
-
-    Returns
-    -------
-    ndarray of bool, shape (...)
-    """
-    d = np.asarray(directions, dtype=np.float64)
-    if d.ndim == 0 or d.shape[-1] != 3:
-        raise ValueError(f"directions: expected shape (..., 3), got {d.shape}")
-    if not tol >= 0:
-        raise ValueError(f"tol: must be >= 0, got {tol}")
-    norm = np.linalg.norm(d, axis=-1, keepdims=True)
-    if np.any(~(norm > 0)):
-        raise ValueError("directions: has zero length or NaN")
-    return _au_mask(d / norm, parse_symmetry(symbol), bool(inc_mirror), float(tol), float(maxtilt))
-
-
-def in_asymmetric_unit(
-    matrices, symbol: str, *, inc_mirror: bool = False, tol: float = 1e-3, maxtilt: float = 90.0
-) -> np.ndarray:
-    """Whether each pose is viewed from EMAN2's asymmetric unit of ``symbol``.
-
-    Parameters
-    ----------
-    matrices : array_like, shape (..., 3, 3)
-        Pose matrices (map -> particle frame); their third rows are the view directions.
-    symbol, inc_mirror, tol, maxtilt
-        As :func:`direction_in_asymmetric_unit`.
-
-    Returns
-    -------
-    ndarray of bool, shape (...)
-    """
-    a = np.asarray(matrices, dtype=np.float64)
-    if a.ndim < 2 or a.shape[-2:] != (3, 3):
-        raise ValueError(f"matrices: expected shape (..., 3, 3), got {a.shape}")
-    return direction_in_asymmetric_unit(
-        a[..., 2, :], symbol, inc_mirror=inc_mirror, tol=tol, maxtilt=maxtilt
-    )
-
-
 def expand_poses(matrices, symbol: str, *, convention: str = "eman") -> np.ndarray:
     """Symmetry-expand poses: every ``A @ S`` for the group's matrices ``S``.
 
@@ -363,26 +241,67 @@ def expand_poses(matrices, symbol: str, *, convention: str = "eman") -> np.ndarr
     return np.einsum("nij,gjk->ngik", a, symmetry_matrices(symbol, convention=convention))
 
 
-def reduce_to_asymmetric_unit(matrices, symbol: str, *, inc_mirror: bool = False) -> np.ndarray:
-    """Replace each pose by its first symmetry mate ``A @ S`` viewed from EMAN's asymmetric unit.
+def _same_set(a: np.ndarray, b: np.ndarray) -> bool:
+    d = np.abs(a[:, None] - b[None]).max(axis=(2, 3))
+    return bool(np.all(d.min(axis=1) < 1e-6))
+
+
+def _top_axes(group: np.ndarray, fold: int) -> np.ndarray:
+    """Unit axes (both signs) of the rotations by 360/fold degrees in the group."""
+    cos_t = (np.trace(group, axis1=1, axis2=2) - 1.0) / 2.0
+    sel = group[np.abs(cos_t - np.cos(2 * np.pi / fold)) < 1e-9]
+    ax = np.stack(
+        [sel[:, 2, 1] - sel[:, 1, 2], sel[:, 0, 2] - sel[:, 2, 0], sel[:, 1, 0] - sel[:, 0, 1]], 1
+    )
+    ax /= np.linalg.norm(ax, axis=1, keepdims=True)
+    return np.concatenate([ax, -ax])
+
+
+def _frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    e2 = b - (a @ b) * a
+    e2 /= np.linalg.norm(e2)
+    return np.stack([a, e2, np.cross(a, e2)], axis=1)
+
+
+@lru_cache(maxsize=16)
+def _axes_rotation(spec: SymmetrySpec) -> np.ndarray:
+    g_rel, g_eman = _group(spec, "relion"), _group(SymmetrySpec(spec.kind, spec.n), "eman")
+    if _same_set(g_rel, g_eman):
+        return np.eye(3)
+    fold = _PLATONIC_FOLD[spec.kind]
+    u, v = _top_axes(g_eman, fold), _top_axes(g_rel, fold)
+    cos_uv = u[1:] @ u[0]
+    u2 = u[1:][np.argmax(np.where(cos_uv < 1 - 1e-9, cos_uv, -2))]  # nearest other axis
+    frame_u = _frame(u[0], u2)
+    for v1 in v:
+        for v2 in v[np.abs(v @ v1 - u[0] @ u2) < 1e-9]:
+            q = _frame(v1, v2) @ frame_u.T
+            if _same_set(g_rel, q @ g_eman @ q.T):
+                return q
+    raise RuntimeError(
+        f"no rotation relates the EMAN and RELION axes of {spec}"
+    )  # pragma: no cover
+
+
+def symmetry_axes_rotation(symbol: str) -> np.ndarray:
+    """The rotation from EMAN2's symmetry axes to RELION's for ``symbol``.
 
     Parameters
     ----------
-    matrices : array_like, shape (N, 3, 3)
-        Pose matrices (map -> particle frame).
     symbol : str
-        EMAN-convention point-group symbol.
-    inc_mirror : bool
-        Reduce into the asymmetric unit with its mirror half.
+        RELION-convention symbol (``c<n>``, ``d<n>``, ``tet``, ``oct``, ``i``, ``i1``-``i4``).
 
     Returns
     -------
-    ndarray, float64, shape (N, 3, 3)
-        Equivalent poses whose view directions pass :func:`in_asymmetric_unit`. Without
-        ``inc_mirror`` the unit covers only one hemisphere of cn: poses viewed from the other
-        side (which no rotation of the group brings in) are returned unchanged.
+    ndarray, float64, shape (3, 3)
+        ``Q`` with ``symmetry_matrices(symbol, convention="relion")`` equal (as a set) to
+        ``Q @ S @ Q.T`` for the EMAN group's ``S``: a map with EMAN's axes, rotated so that its
+        point ``r`` moves to ``Q r``, has RELION's; its poses ``A`` become ``A @ Q.T``. Identity
+        for cn, dn, oct and I4; a 60 degree turn about z for tet, 36 degrees for I3.
     """
-    mates = expand_poses(matrices, symbol)
-    inside = in_asymmetric_unit(mates, symbol, inc_mirror=inc_mirror)
-    first = np.where(inside.any(axis=1), np.argmax(inside, axis=1), 0)
-    return mates[np.arange(len(mates)), first]
+    spec = parse_symmetry(symbol, convention="relion")
+    if spec.kind == "h":
+        raise ValueError(f"symbol: {symbol!r} is helical; its axis is z in both conventions")
+    out = _axes_rotation(spec).view()
+    out.setflags(write=False)
+    return out

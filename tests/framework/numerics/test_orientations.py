@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from emforge.numerics import asymmetric_unit as au
 from emforge.numerics import orientations as og
 from emforge.numerics import rotations as ro
 from emforge.numerics import symmetry as sy
@@ -35,7 +36,7 @@ def test_eman_counts_equal_eman2(sym, delta, mirror, count):
     assert views.shape == (count, 3) and views.dtype == np.float32
     np.testing.assert_array_equal(views[:, 2], 0.0)
     mats = ro.eman_to_matrix(views)
-    assert sy.in_asymmetric_unit(mats, sym, inc_mirror=bool(mirror)).all()
+    assert au.in_asymmetric_unit(mats, sym, inc_mirror=bool(mirror)).all()
 
 
 @pytest.mark.parametrize(

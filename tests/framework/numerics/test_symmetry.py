@@ -30,11 +30,6 @@ def _axes(group, fold):
     return np.unique(np.array(out), axis=0)
 
 
-def _random_directions(n, seed=0):
-    u = np.random.default_rng(seed).normal(size=(n, 3))
-    return u / np.linalg.norm(u, axis=1, keepdims=True)
-
-
 @pytest.mark.parametrize("convention", ["eman", "relion"])
 @pytest.mark.parametrize("symbol, order", list(GROUPS.items()))
 def test_groups_are_closed_rotation_groups(symbol, order, convention):
@@ -87,6 +82,17 @@ def test_relion_axes_relate_to_eman_by_a_turn_about_z(relion, eman, turn):
         assert not _same_set(g_rel, g_eman)
 
 
+@pytest.mark.parametrize("symbol", ["c5", "d2", "tet", "oct", "i", "i1", "i2", "i3", "i4"])
+def test_symmetry_axes_rotation_maps_eman_axes_onto_relion(symbol):
+    q = sy.symmetry_axes_rotation(symbol)
+    np.testing.assert_allclose(q @ q.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(q) == pytest.approx(1.0)
+    g_eman = sy.symmetry_matrices("icos" if symbol.startswith("i") else symbol)
+    assert _same_set(sy.symmetry_matrices(symbol, convention="relion"), q @ g_eman @ q.T)
+    if symbol in ("c5", "d2", "oct", "i4"):
+        np.testing.assert_allclose(q, np.eye(3))
+
+
 def test_relion_default_icos_has_two_folds_on_the_axes():
     for variant in ("i", "i1", "i2"):
         two = _axes(sy.symmetry_matrices(variant, convention="relion"), 2)
@@ -94,40 +100,6 @@ def test_relion_default_icos_has_two_folds_on_the_axes():
     assert _same_set(
         sy.symmetry_matrices("i", convention="relion"),
         sy.symmetry_matrices("i2", convention="relion"),
-    )
-
-
-@pytest.mark.parametrize("symbol", ["c1", "c2", "c3", "c7", "d2", "d3", "d7", "tet", "oct", "icos"])
-@pytest.mark.parametrize("inc_mirror", [False, True])
-def test_asymmetric_unit_is_one_group_image_of_the_sphere(symbol, inc_mirror):
-    """The unit holds 1/(2G) of all directions (1/G with its mirror half), and its images under the
-    group (plus their antipodes without mirror) cover the sphere."""
-    u = _random_directions(120_000)
-    g = sy.symmetry_order(symbol)
-    frac = sy.direction_in_asymmetric_unit(u, symbol, inc_mirror=inc_mirror).mean()
-    expected = (2.0 if inc_mirror else 1.0) / (2 * g)
-    assert abs(frac - expected) < 4 * np.sqrt(expected / len(u)) + 1e-3 * expected
-    mates = np.einsum("nj,gjk->ngk", u[:3000], sy.symmetry_matrices(symbol))
-    if not inc_mirror:
-        mates = np.concatenate([mates, -mates], axis=1)
-    assert sy.direction_in_asymmetric_unit(mates, symbol, inc_mirror=inc_mirror).any(axis=1).all()
-
-
-def test_asymmetric_unit_boundaries():
-    d = lambda alt, az: ro.eman_to_matrix([az, alt, 0.0])  # noqa: E731
-    assert sy.in_asymmetric_unit(d(90, 0), "c1") and not sy.in_asymmetric_unit(d(91, 0), "c1")
-    assert sy.in_asymmetric_unit(d(91, 0), "c1", inc_mirror=True)
-    assert sy.in_asymmetric_unit(d(45, 119.9), "c3") and not sy.in_asymmetric_unit(d(45, 121), "c3")
-    assert sy.in_asymmetric_unit(d(45, 25.7), "d7") and not sy.in_asymmetric_unit(d(45, 26.0), "d7")
-    assert sy.in_asymmetric_unit(d(45, 51.0), "d7", inc_mirror=True)
-    # icos: unit of alt <= 37.38 deg, 36 deg of az starting at EMAN's offset 234
-    assert sy.in_asymmetric_unit(d(10, 250), "icos") and not sy.in_asymmetric_unit(
-        d(10, 200), "icos"
-    )
-    assert not sy.in_asymmetric_unit(d(38, 234), "icos")
-    # helical: a band of +-maxtilt about the equator
-    assert sy.in_asymmetric_unit(d(80, 300), "h3", maxtilt=20) and not sy.in_asymmetric_unit(
-        d(60, 0), "h3", maxtilt=20
     )
 
 
@@ -149,16 +121,6 @@ def test_expand_poses_gives_the_same_projection_of_a_symmetric_map():
             )
 
 
-@pytest.mark.parametrize("symbol", ["c4", "d3", "tet", "icos"])
-def test_reduce_to_asymmetric_unit(symbol):
-    poses = ro.random_rotations(500, seed=4)
-    red = sy.reduce_to_asymmetric_unit(poses, symbol, inc_mirror=True)
-    assert sy.in_asymmetric_unit(red, symbol, inc_mirror=True).all()
-    rel = np.einsum("nji,njk->nik", poses, red)  # A^T A' must be a group element
-    d = np.abs(rel[:, None] - sy.symmetry_matrices(symbol)[None]).max(axis=(2, 3))
-    assert np.all(d.min(axis=1) < 1e-9)
-
-
 def test_helical_operators_eman_order():
     rot, shift = sy.helical_operators(5, twist=22.0, rise=4.5)
     k = np.array([0, 1, -1, 2, -2])
@@ -178,8 +140,7 @@ def test_helical_operators_eman_order():
         (lambda: sy.symmetry_matrices("i3"), "symmetry: 'i3' is not one of"),
         (lambda: sy.symmetry_matrices("h3"), "symmetry: helical groups need twist"),
         (lambda: sy.symmetry_matrices("c2", convention="spider"), "convention: 'spider'"),
-        (lambda: sy.in_asymmetric_unit(np.zeros((2, 3)), "c1"), "matrices: expected shape"),
-        (lambda: sy.direction_in_asymmetric_unit(np.zeros(3), "c1"), "directions: has zero"),
+        (lambda: sy.symmetry_axes_rotation("h2"), "symbol: 'h2' is helical"),
         (lambda: sy.expand_poses(np.eye(3), "c2"), r"matrices: expected shape \(N, 3, 3\)"),
         (lambda: sy.helical_operators(0, twist=1, rise=1), "n: must be an integer"),
     ],
