@@ -64,6 +64,20 @@ def test_eman_quirks():
     assert len(og.eman_orientations("c1", 7.5, phitoo=7.5, inc_mirror=True)) == 35_664
 
 
+def test_helical_views_lie_in_the_tilt_band():
+    plain = og.eman_orientations("h3", 5, maxtilt=20)
+    assert plain[:, 1].min() == 70 and plain[:, 1].max() == 90
+    assert au.in_asymmetric_unit(ro.eman_to_matrix(plain), "h3", maxtilt=20).all()
+    # EMAN2 adds, for every ring above alt_min, the views at 2 alt_min - alt
+    mirror = og.eman_orientations("h3", 5, maxtilt=20, inc_mirror=True)
+    first_ring = np.count_nonzero(plain[:, 1] == 70)
+    assert len(mirror) == 2 * len(plain) - first_ring
+    np.testing.assert_array_equal(
+        np.sort(mirror[mirror[:, 1] < 70, 1]), np.sort(140 - plain[plain[:, 1] > 70, 1])
+    )
+    assert au.in_asymmetric_unit(ro.eman_to_matrix(mirror), "h3", inc_mirror=True, maxtilt=20).all()
+
+
 def test_phitoo_copies_every_view():
     base = og.eman_orientations("c2", 15)
     views = og.eman_orientations("c2", 15, phitoo=30)
