@@ -56,10 +56,10 @@ def _platonic_inside(spec: SymmetrySpec, alt, az, inc_mirror: bool, alt_max, az_
     t = (alt * _DEG2RAD).astype(_F)
 
     def bound(al):
-        half_sig = (cap_sig / _F(2)).astype(np.float64)
-        b = (np.sin(half_sig - a.astype(np.float64)) / np.tan(float(half_theta_c))).astype(_F)
+        half_sig = cap_sig / _F(2)
+        b = (np.sin((half_sig - a).astype(np.float64)) / np.tan(float(half_theta_c))).astype(_F)
         b = (b + np.sin(a.astype(np.float64)) / np.tan(float(al))).astype(_F)
-        b = (b * (1.0 / np.sin(half_sig))).astype(_F)
+        b = (b * (1.0 / np.sin(float(half_sig)))).astype(_F)
         return np.arctan(1.0 / b.astype(np.float64)).astype(_F)
 
     ok = (alt >= 0) & (alt <= alt_max) & (az < az_max) & (az >= 0) & (bound(alpha) > t)
