@@ -237,7 +237,10 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
         if suffix != ".star":
             raise ParamError("output", f"{path}: a {obj.kind} exports to a .star file")
         if obj.kind == "SetOfParticles":
-            write_particles_star(path, obj.read())
+            star = obj.attrs.get("star") or {}  # what import.particles kept of its STAR file
+            write_particles_star(
+                path, obj.read(), optics=star.get("optics"), labels=star.get("labels")
+            )
         elif obj.kind == "SetOfCoordinates3D":
             write_coordinates3d_star(path, obj.read())
         else:
