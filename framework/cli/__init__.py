@@ -158,10 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default=".")
     p.set_defaults(func=c.plugin_new)
 
-    p = sub.add_parser("export", help="export an object: a volume to MRC, a set to STAR")
+    p = sub.add_parser(
+        "export", help="export an object: a volume to MRC, a set to STAR, an FSC to STAR/XML/CSV"
+    )
     _project_arg(p)
-    p.add_argument("object", help="object id or RUN.output")
-    p.add_argument("output", help="file to write (.mrc for volumes, .star for sets)")
+    p.add_argument("object", help="object id or RUN.output (e.g. 3.fsc)")
+    p.add_argument(
+        "output",
+        help="file to write: .mrc for volumes and masks, .star for sets; an FSC to .star "
+        "(RELION postprocess), .xml (EMDB FSC) or .csv",
+    )
     p.set_defaults(func=c.export)
 
     p = sub.add_parser(
