@@ -105,14 +105,17 @@ def _optics_table(cols, n: int, image_size, optics) -> tuple[pd.DataFrame, np.nd
     """data_optics: the original rows (every field, in their order) updated with our values."""
     groups, number = _group_numbers(cols, n)
     originals = list(optics or [])
-    rows = []
+    rows: list[dict] = []
     for g in groups.itertuples(index=False):
         values = g._asdict()
         group, orig = int(values.pop("rlnOpticsGroup")), values.pop("orig")
         match = next((o for o in originals if _same_group(o, orig, values)), {})
         row = dict(match)
         row["rlnOpticsGroup"] = group
-        row["rlnOpticsGroupName"] = match.get("rlnOpticsGroupName") or f"opticsGroup{group}"
+        name = match.get("rlnOpticsGroupName")
+        if not name or any(r["rlnOpticsGroupName"] == name for r in rows):
+            name = f"opticsGroup{group}"
+        row["rlnOpticsGroupName"] = name
         row.update(values)
         if image_size is not None:
             row["rlnImageSize"] = int(image_size)
@@ -132,8 +135,10 @@ def _optics_table(cols, n: int, image_size, optics) -> tuple[pd.DataFrame, np.nd
 
 
 def _same_group(row: dict, orig, values: dict) -> bool:
-    if orig and row.get("rlnOpticsGroup") != orig:
-        return False
+    """An original row is the group's: the same number when the set has it, else the same
+    values (our values then replace the row's, e.g. a pixel size given at import)."""
+    if orig:
+        return row.get("rlnOpticsGroup") == orig
     for label, value in values.items():
         have = row.get(label)
         if have is not None and not np.isnan(value) and not np.isclose(float(have), value):

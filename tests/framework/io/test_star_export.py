@@ -175,3 +175,20 @@ def test_image_size_missing_is_a_clear_error(tmp_path):
     }
     with pytest.raises(ParamError, match="image_size"):
         write_particles_star(tmp_path / "p.star", cols, image_size=0)
+
+
+def test_pixel_size_given_at_import_keeps_the_other_optics_fields(
+    data_dir, project, tmp_path, capsys
+):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    star = _copy_real(data_dir, "sample_particles_relion31.star", folder)
+    run = project.run("import.particles", params={"star": str(star), "pixel_size": 1.5})
+    out = folder / "exported.star"
+    _export(capsys, project, f"{run}.particles", out)
+    optics = starfile.read(out, always_dict=True)["optics"]
+    old = starfile.read(star, always_dict=True)["optics"]
+    assert list(optics["rlnImagePixelSize"]) == [1.5, 1.5]  # the user's value wins
+    for label in old.columns:
+        if label != "rlnImagePixelSize":
+            _same_column(label, optics[label], old[label])
