@@ -120,3 +120,47 @@ def test_every_argument_has_help():
 
     walk(build_parser(), "emforge")
     assert not missing, missing
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    root = README.parent
+    found = []
+    for path in [README, *sorted((root / "docs").glob("*.md"))]:
+        for block in _blocks(path.read_text(encoding="utf-8"), "bash"):
+            for line in block.splitlines():
+                if line.startswith("emforge "):
+                    argv = shlex.split(line.split(" | ")[0], comments=True)
+                    # "[--cascade]" marks an optional flag in the guide
+                    argv = [a.strip("[]") if a.startswith("[") else a for a in argv]
+                    found.append((path.name, argv))
+    return found
+
+
+def test_every_documented_command_is_valid():
+    """Each `emforge ...` line of README.md and docs/ parses, names an installed protocol with
+    params and inputs it has, and a template that exists (the scaffold's myplug.* aside)."""
+    from emforge.cli import build_parser
+    from emforge.cli._commands import _template_file
+    from emforge.plugins import default_registry
+
+    parser, registry = build_parser(), default_registry()
+    commands = _documented_commands()
+    assert len(commands) > 50
+    for where, argv in commands:
+        line = f"{where}: {shlex.join(argv)}"
+        try:
+            args = parser.parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"does not parse: {line}")
+        if argv[1] == "run" and not args.protocol.startswith("myplug."):
+            assert args.protocol in registry, line
+            cls = registry.load(args.protocol)
+            for item in args.param:
+                assert item.partition("=")[0] in cls.Params.model_fields, line
+            for item in args.input:
+                assert item.partition("=")[0] in cls.inputs, line
+        if argv[1:3] == ["template", "run"]:
+            assert (
+                Path(_template_file(str(README.parent / args.file))).is_file()
+                or Path(_template_file(args.file)).is_file()
+            ), line
