@@ -211,6 +211,8 @@ def write_particles_star(
         float_format=_FLOAT_FORMAT,
         na_rep="nan",
     )
+    for block in ("optics", "particles"):  # RELION 3.1 marks each block with its version
+        text = text.replace(f"\ndata_{block}\n", f"\n# version 30001\n\ndata_{block}\n", 1)
     _write_text(path, text)
 
 

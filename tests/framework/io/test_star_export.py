@@ -102,6 +102,7 @@ def test_real_star_round_trip_keeps_every_column_and_the_optics(
     assert (optics["rlnImageSize"] == box).all()
     assert (optics["rlnImageDimensionality"] == 2).all()
     assert "_id" not in out.read_text() and "id" not in parts.columns
+    assert out.read_text().count("# version 30001\n\ndata_") == 2  # as RELION 3.1 writes
 
     if "optics" in original:  # RELION 3.1: the optics table comes back as it was
         old = original["optics"]
