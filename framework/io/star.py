@@ -1,9 +1,10 @@
 """RELION STAR files (particles, 3D coordinates, generic blocks), through :mod:`starfile`.
 
 Particle tables map to the columns of :data:`emforge.columns.PARTICLE_COLUMNS`; every other
-STAR column is kept as an *extra* column under its STAR name (int64, float64 or str) and is
-written back unchanged. Conventions (0-based image index, shifts in Å with RELION's sign, the
-STAR file as pixel-size authority) are in ``docs/conventions.md``.
+STAR column is kept as an *extra* column under its STAR name (int64, float64 or str; an
+emforge-only ``rlnEmforgeMyNote`` as ``my_note``) and is written back unchanged. The writers
+are in ``_star_writer.py``. Conventions (0-based image index, shifts in Å with RELION's sign,
+the STAR file as pixel-size authority) are in ``docs/conventions.md``.
 """
 
 from __future__ import annotations
