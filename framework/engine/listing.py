@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 
 from .. import db
 from ..errors import NotFoundError, ParamError, ProjectError, ValidationError
+from ..objects import FSC
 from ..paths import from_stored
 from ..project import EMSet, Project
 from .execute import effective_status
@@ -221,7 +222,8 @@ def delete_runs(project: Project, run_ids: list[int], *, cascade: bool = False) 
 
 
 def export_object(project: Project, ref: str, path: Path) -> Path:
-    """Write an object out: volumes and masks to MRC, particle/coordinate sets to STAR."""
+    """Write an object out: volumes and masks to MRC, particle/coordinate sets to STAR, FSC
+    curves to a RELION postprocess STAR, an EMDB FSC XML or CSV (by the file's suffix)."""
     from ..io import read_volume, write_coordinates3d_star, write_particles_star, write_volume
 
     with db.read(project.engine) as conn:
@@ -247,12 +249,17 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     if row is None:
         raise NotFoundError(f"{ref}: no such object (use an object id or RUN.output)")
     obj = materialise(project, dict(row))
+    if isinstance(obj, FSC):
+        return _export_fsc(obj, path)
     suffix = path.suffix.lower()
     if isinstance(obj, EMSet):
         if suffix != ".star":
             raise ParamError("output", f"{path}: a {obj.kind} exports to a .star file")
         if obj.kind == "SetOfParticles":
-            write_particles_star(path, obj.read())
+            star = obj.attrs.get("star") or {}  # what import.particles kept of its STAR file
+            write_particles_star(
+                path, obj.read(), optics=star.get("optics"), labels=star.get("labels")
+            )
         elif obj.kind == "SetOfCoordinates3D":
             write_coordinates3d_star(path, obj.read())
         else:
@@ -263,3 +270,14 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     data, info = read_volume(obj.path)
     write_volume(path, data, voxel_size=info.voxel_size, origin=info.origin)
     return path
+
+
+def _export_fsc(fsc: FSC, path: Path) -> Path:
+    from ..io.fsc import write_fsc
+
+    resolution = fsc.crossings.get("0.143")
+    title = f"FSC ({fsc.label})" if fsc.label else "FSC"
+    unmasked = fsc.label == "unmasked"
+    return write_fsc(
+        path, fsc.frequencies, fsc.values, resolution=resolution, title=title, unmasked=unmasked
+    )
