@@ -234,8 +234,8 @@ def auto_sharpen(
     ``method="kurtosis"``: the best trial has the highest :func:`kurtosis` (``sa_ratio`` and
     ``n_regions`` are then not computed: NaN in the scan; ``region_weight`` NaN).
     When the score curve is flat (spread within ``flat_tolerance`` of the median |score|, e.g.
-    an already sharpened map) the trial with the smallest ``|b_sharpen|`` is kept and
-    ``notes`` says so.
+    an already sharpened map) the smallest change is kept: ``b_sharpen = 0`` (the map's B
+    unchanged, still blurred beyond ``resolution`` as every trial is) and ``notes`` says so.
 
     Returns
     -------
@@ -269,7 +269,8 @@ def auto_sharpen(
         rw, score = float("nan"), cols["kurtosis"].copy()
     best, flat_note = _pick_best(score, b0 - bs, flat_tolerance)
     scan = {"b_iso": bs, "b_sharpen": b0 - bs, "score": score, **cols}
-    b_best = float(bs[best])
+    # a flat score: no trial is better than leaving the map's B as it is (b_sharpen 0)
+    b_best = float(b0) if flat_note else float(bs[best])
     notes = list(fit.warnings) + ([flat_note] if flat_note else [])
     result = AutoSharpenResult(
         trial(b0 - b_best),
@@ -293,16 +294,17 @@ def _pick_best(score: np.ndarray, b_sharpen: np.ndarray, tolerance: float):
     """Index of the best trial and a note when the score curve is flat.
 
     The curve is flat when its spread (max - min) is at most ``tolerance`` x the median |score|
-    (at least 1e-6): no trial is measurably better, so the trial that changes the map least
-    (smallest |b_sharpen|) is kept and the note says so. Otherwise the highest score wins.
+    (at least 1e-6): no trial is measurably better, so the map's B is left as it is
+    (b_sharpen 0; the index is the trial nearest to that) and the note says so. Otherwise the
+    highest score wins.
     """
     spread = float(np.ptp(score))
     if spread <= tolerance * max(float(np.median(np.abs(score))), 1e-6):
         pick = int(np.argmin(np.abs(b_sharpen)))
         return pick, (
             f"flat auto-sharpen score (spread {spread:.3g}, within {100 * tolerance:g}% of its "
-            f"size over all {score.size} trials): kept the smallest change, b_sharpen "
-            f"{b_sharpen[pick]:+.1f} Å²"
+            f"size over all {score.size} trials): kept the smallest change, b_sharpen 0 "
+            "(the map's B unchanged)"
         )
     return int(np.argmax(score)), ""
 

@@ -20,7 +20,7 @@ say both: "map B (blur) = +X Å²; applied sharpening B = Y Å²".
   coarser shells (never shell 0) until it does. With fewer than 3 shells in the whole box there
   is no fit (ValueError); with 3-4 a warning is returned.
 
-**Plausible range** (:func:`plausible_map_b`): -50 … max(300, 20 d_min²) Å²; outside it a
+**Plausible range** (:func:`plausible_map_b`): -50 … max(300, 16 d_min²) Å²; outside it a
 warning says the fit may reach beyond the map's signal.
 """
 
@@ -46,10 +46,10 @@ __all__ = [
 #: fewer shells than this in a Guinier fit gets a warning
 MIN_FIT_SHELLS = 5
 #: (low, high) map B in Å^2 outside which a warning is given; the high end grows with the fit's
-#: fine end d_min as max(300, 20 d_min^2): the map B at which the amplitude at d_min has fallen
-#: to about 1% (exp(-20/4) = 0.007), beyond which the fit is mostly past the map's signal
+#: fine end d_min as max(300, 16 d_min^2): the map B at which the amplitude at d_min has fallen
+#: to about 2% (exp(-16/4) = 0.018), beyond which the fit is mostly past the map's signal
 PLAUSIBLE_MAP_B = (-50.0, 300.0)
-_PLAUSIBLE_PER_D2 = 20.0
+_PLAUSIBLE_PER_D2 = 16.0
 _HARD_MIN_SHELLS = 3
 
 

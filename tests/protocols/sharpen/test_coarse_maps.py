@@ -119,5 +119,9 @@ def test_coarse_map_finishes_or_is_refused_at_validation(coarse, mapname, case):
     mb = [float(x) for x in re.findall(r"map B \(blur\) = ([+-][0-9.]+)", summary)]
     for b in mb:
         # plausible for the fit's fine end (at least the resolution or 2.5 px), or flagged
-        lo, hi = plausible_map_b(max(res, 2.5 * proj.outputs(ids[source])["volume"].pixel_size))
+        px = proj.outputs(ids[source])["volume"].pixel_size
+        has_res = any(k in params for k in ("resolution", "fit_d_min", "d_cut")) or protocol == (
+            "sharpen.halfmaps"
+        )
+        lo, hi = plausible_map_b(max(res, 2.5 * px) if has_res else 3.0 * px)
         assert lo <= b <= hi or "warning: map B" in summary, summary

@@ -69,7 +69,7 @@ def test_map_b_of_a_map_blurred_by_a_known_b():
 
 def test_map_b_warns_on_a_short_fit_and_an_implausible_b():
     s = np.arange(12) / 24.0
-    amp = np.exp(-1500.0 * s**2 / 4)  # plausible up to 20 x 6^2 = 720 at d_min 6 Å
+    amp = np.exp(-1500.0 * s**2 / 4)  # plausible up to 16 x 6^2 = 576 at d_min 6 Å
     fit = fit_map_b(s, amp, d_min=1 / s[4], d_max=1 / s[1], min_shells=5)
     assert fit.n_shells == 4 and fit.b == pytest.approx(1500.0)
     assert any("only 4 Fourier shells" in w for w in fit.warnings)
@@ -167,3 +167,20 @@ def test_flat_auto_sharpen_score_keeps_the_smallest_change():
     peaked = 3.0 - 0.002 * (np.arange(21) - 4) ** 2  # a real optimum at b_sharpen 30
     i, note = _pick_best(peaked, b_sharpen, 0.02)
     assert b_sharpen[i] == pytest.approx(30.0) and note == ""
+
+
+def test_auto_sharpen_keeps_the_map_when_every_trial_scores_alike():
+    """EMD-3197 (20³ at 11.4 Å/px): every b_iso trial gives the same adjusted surface area, so
+    the map's B is left as it is (b_sharpen 0) and the note says so."""
+    from emforge.io import read_volume
+    from emforge.protocols.sharpen.kernels import auto_sharpen
+
+    path = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "maps" / "EMD-3197.map"
+    if not path.is_file():
+        pytest.skip(f"real test data missing: {path}")
+    a = read_volume(path)[0]
+    r = auto_sharpen(a, pixel_size=11.4, n_steps=5)
+    assert np.ptp(r.scan["score"]) <= 0.02 * np.median(np.abs(r.scan["score"]))
+    assert r.b_sharpen == 0.0 and r.b_iso == pytest.approx(r.b_iso_original)
+    assert any("flat auto-sharpen score" in n for n in r.notes)
+    np.testing.assert_allclose(r.map, a, atol=1e-5 * float(np.abs(a).max()))
