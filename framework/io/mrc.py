@@ -120,12 +120,15 @@ _FRAME_TOL = 0.01
 ORIGIN_FIELDS = ("origin", "nstart", "both", "none")
 
 
-def _frame(header_origin, nstart, voxel) -> tuple[tuple[float, float, float], str]:
+def _frame(header_origin, nstart, voxel, limit: int = 0) -> tuple[tuple[float, float, float], str]:
     """The frame (z, y, x) in Å and the field it came from (see :class:`MrcInfo`).
 
     ORIGIN wins when any of its values is non-zero (the rule of the UCSF Chimera/ChimeraX and
     IMP readers); NSTART (voxels) × voxel size is used when ORIGIN is all zero or not finite.
+    An NSTART beyond ``limit`` voxels (10 × the grid: an uninitialised header) is ignored.
     """
+    if limit and any(abs(n) > limit for n in nstart):
+        nstart = (0, 0, 0)
     from_nstart = tuple(_f32(n * v) for n, v in zip(nstart, voxel, strict=True))
     if any(header_origin) and all(np.isfinite(header_origin)):
         agree = any(nstart) and all(
@@ -270,7 +273,8 @@ def _info(mrc, path: Path) -> MrcInfo:
     voxel = (vox_xyz[2], vox_xyz[1], vox_xyz[0])
     nstart = (crs_start[3], crs_start[2], crs_start[1])
     header_origin = (_f32(h.origin.z), _f32(h.origin.y), _f32(h.origin.x))
-    origin, field = _frame(header_origin, nstart, voxel)
+    limit = 10 * max(*raw_shape, *samples)
+    origin, field = _frame(header_origin, nstart, voxel, limit)
     return MrcInfo(
         shape=shape,
         voxel_size=voxel,
@@ -361,7 +365,8 @@ def read_volume(
         data = np.ascontiguousarray(data.transpose(perm))
     if pixel_size is not None:
         voxel = _triple("pixel_size", pixel_size)
-        origin, field = _frame(info.header_origin, info.nstart, voxel)  # NSTART is in voxels
+        limit = 10 * max(info.shape)
+        origin, field = _frame(info.header_origin, info.nstart, voxel, limit)  # NSTART: voxels
         info = replace(info, voxel_size=voxel, origin=origin, origin_field=field)
     elif require_pixel_size:
         relevant = info.voxel_size[1:] if info.is_stack else info.voxel_size

@@ -43,11 +43,15 @@ def _variant(path: Path, data: np.ndarray, voxel: float, *, origin_xyz=None, nst
             mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = nstart_xyz
 
 
-def test_emd1832_frame_comes_from_nstart():
+@pytest.mark.parametrize(
+    "name, nstart, voxel", [("emd_1832.map", -32, 5.7), ("emd_5625.map", -28, 4.23)]
+)
+def test_emdb_frame_comes_from_nstart(name, nstart, voxel):
+    """The data README's values: EMD-1832 at -32 × 5.7 = -182.4 Å, EMD-5625 at -118.44 Å."""
     _need_data()
-    info = read_info(EMD1832)
-    assert info.header_origin == (0.0, 0.0, 0.0) and info.nstart == (-32, -32, -32)
-    assert info.origin == pytest.approx((-182.4, -182.4, -182.4), abs=0.01)  # -32 × 5.7 Å
+    info = read_info(DATA / "maps" / name)
+    assert info.header_origin == (0.0, 0.0, 0.0) and info.nstart == (nstart,) * 3
+    assert info.origin == pytest.approx((nstart * voxel,) * 3, abs=0.01)
     assert info.origin_field == "nstart"
 
 
@@ -161,3 +165,12 @@ def test_a_nan_origin_is_not_a_frame(tmp_path):
     )
     info = read_info(tmp_path / "n.mrc")
     assert info.origin == pytest.approx((-4.0, -4.0, -4.0)) and info.origin_field == "nstart"
+
+
+def test_an_uninitialised_nstart_is_not_a_frame(tmp_path):
+    """NSTART far beyond the grid (more than 10 × its size: garbage from an uninitialised
+    header) would move the map by kilometres of Å; it is ignored, as Chimera does."""
+    _variant(tmp_path / "g.mrc", np.zeros((4, 4, 4)), 2.0, nstart_xyz=(-1000000, 3, 3))
+    info = read_info(tmp_path / "g.mrc")
+    assert info.nstart == (3, 3, -1000000)
+    assert info.origin == (0.0, 0.0, 0.0) and info.origin_field == "none"
