@@ -155,6 +155,7 @@ def test_real_emd1832_import_export_keeps_the_frame(project, tmp_path):
     assert read_info(out).origin == pytest.approx(read_info(EMD1832).origin, abs=0.01)
 
 
+@pytest.mark.slow
 def test_cli_export_writes_the_source_frame(proj, tmp_path):
     if not EMFORGE.is_file():
         pytest.skip(f"the emforge command is not installed next to {sys.executable}")
@@ -168,6 +169,7 @@ def test_cli_export_writes_the_source_frame(proj, tmp_path):
         assert read_info(target).origin_field == variant
 
 
+@pytest.mark.slow
 def test_sharpen_model_places_the_model_in_the_map_frame(proj, maps):
     """5ME2 moved with the map fits both framed variants (and the model map lands on the
     map's density); the unframed copy is refused before any run is recorded."""
