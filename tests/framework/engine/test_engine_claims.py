@@ -163,18 +163,29 @@ def test_another_hosts_engine_is_judged_by_its_heartbeat(project):
     assert effective_status(run_row(project, run_id)) == "interrupted"
 
 
+GO = (
+    "import os, sys, time\n"
+    "from emforge.cli import main\n"
+    "while not os.path.exists(sys.argv[1]):\n"
+    "    time.sleep(0.001)\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
 @pytest.mark.slow
 def test_concurrent_project_init_of_one_path(tmp_path):
-    target = tmp_path / "same"
+    target, go = tmp_path / "same", tmp_path / "go"
     procs = [
         subprocess.Popen(
-            CLI + ["project", "init", str(target)],
+            [sys.executable, "-P", "-c", GO, str(go), "project", "init", str(target)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(8)
     ]
+    time.sleep(2.0)  # every process has imported the CLI and waits for the start signal
+    go.touch()
     results = [(p.wait(timeout=60), *p.communicate()) for p in procs]
     assert sum(rc == 0 for rc, _, _ in results) == 1, results
     for rc, _out, err in results:
