@@ -218,7 +218,8 @@ def _check_ref(
             known = ", ".join(up_cls.outputs)
             return [f"{where}: node {up} ({up_cls.id}) has no output {output!r} (outputs: {known})"]
         kind = up_cls.outputs[output].kind
-    if kind not in spec.kinds:
+    # an output may declare alternatives ("VolumeMask | Mask2D"): one must fit
+    if not {k.strip() for k in kind.split("|")} & set(spec.kinds):
         return [f"{where}: {ref} is a {kind}, expected {' or '.join(spec.kinds)}"]
     return []
 

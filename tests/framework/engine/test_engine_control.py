@@ -23,7 +23,7 @@ from emforge.engine.claims import _pid_alive
 from emforge.engine.listing import delete_runs, edit_params, run_rows, show_lines
 from emforge.engine.provenance import lineage, lineage_lines
 from emforge.engine.runs import run_row
-from emforge.engine.templates import Template, run_template
+from emforge.engine.templates import Template, run_template, validate_template
 from emforge.errors import ValidationError
 from emforge.io import read_volume
 from emforge.project import Project
@@ -233,3 +233,35 @@ def test_a_template_is_validated_whole_before_its_first_node(project, registry):
     assert "node d:" in text and "toy.nosuch" in text
     assert "node e: input 'bogus'" in text and "node e: input 'volume': required" in text
     assert run_rows(project) == []  # not even the first, valid node ran
+
+
+def test_template_validation_accepts_an_output_of_alternative_kinds(project):
+    # masks.create declares "VolumeMask | Mask2D"; masks.volumes takes a VolumeMask
+    tpl = Template.model_validate(
+        {
+            "nodes": [
+                {"id": "map", "protocol": "import.volume", "params": {"path": "/x/map.mrc"}},
+                {"id": "mask", "protocol": "masks.create", "params": {"size": 32, "pixel_size": 1.0}},
+                {"id": "vol", "protocol": "masks.volumes", "params": {"source": "mask"},
+                 "inputs": {"volume": "map.volume", "mask": "mask.mask"}},
+            ]
+        }
+    )  # fmt: skip
+    validate_template(project, tpl)  # no problem found
+    bad = tpl.model_copy(deep=True)
+    bad.nodes[2].inputs["mask"] = "map.volume"
+    with pytest.raises(ValidationError, match="node vol: input 'mask': map.volume is a Volume"):
+        validate_template(project, bad)
+
+
+def test_runs_list_marks_a_run_whose_input_was_redone(project, registry):
+    src = create_run(project, "toy.source", {"value": 1.0}, registry=registry)
+    assert execute_run(project, src, registry=registry) == "finished"
+    use = create_run(project, "toy.consume", {}, {"volume": f"{src}.volume"}, registry=registry)
+    assert execute_run(project, use, registry=registry) == "finished"
+    assert [r["stale"] for r in run_rows(project)] == ["", ""]
+    edit_params(project, src, {"value": 4.0}, registry=registry)
+    assert execute_run(project, src, registry=registry) == "finished"
+    assert [r["stale"] for r in run_rows(project)] == ["", "input changed"]
+    assert execute_run(project, use, registry=registry) == "finished"
+    assert [r["stale"] for r in run_rows(project)] == ["", ""]
