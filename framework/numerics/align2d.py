@@ -24,6 +24,7 @@ Conventions
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -146,12 +147,12 @@ def _footprints(a: np.ndarray, nang: int) -> np.ndarray:
     return np.fft.rfft(pol, axis=-1).astype(np.complex64)
 
 
-def _rotated_spectra(a: np.ndarray, nang: int) -> tuple[np.ndarray, np.ndarray]:
+def _rotated_spectra(a: np.ndarray, nang: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """Spectra of the particles rotated by j*180/nang, DC removed, and their energies."""
     n = a.shape[1]
     rot = (_rotation_operator(n, nang) @ a.reshape(a.shape[0], -1).T).T
     rot = rot.reshape(a.shape[0], nang, n, n).astype(np.float32)
-    f = _fft.rfftn(rot, axes=(-2, -1))
+    f = _fft.rfftn(rot, axes=(-2, -1), threads=threads, planner_effort="FFTW_ESTIMATE")
     f[..., 0, 0] = 0
     herm = np.full(n // 2 + 1, 2.0, np.float32)
     herm[[0, -1]] = 1.0
@@ -160,33 +161,35 @@ def _rotated_spectra(a: np.ndarray, nang: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _window(ccf: np.ndarray, ms: int):
-    """Integer peak of a wrapped CCF (..., n, n) within +-ms, parabola-refined."""
-    n = ccf.shape[-1]
-    idx = np.r_[-ms - 1 : ms + 2] % n
-    w = ccf[..., idx[:, None], idx[None, :]]
-    inner = w[..., 1:-1, 1:-1].reshape(*w.shape[:-2], -1)
+    """Integer peak within +-ms of a CCF (..., n, n) whose zero shift is at n//2, refined by a
+    parabola along each axis; returns (sy, sx, peak)."""
+    c = ccf.shape[-1] // 2
+    w = ccf[..., c - ms - 1 : c + ms + 2, c - ms - 1 : c + ms + 2]
+    inner = np.ascontiguousarray(w[..., 1:-1, 1:-1]).reshape(*w.shape[:-2], -1)
     k = np.argmax(inner, axis=-1)
     iy, ix = np.divmod(k, 2 * ms + 1)
     iy, ix = iy + 1, ix + 1
     peak = np.take_along_axis(inner, k[..., None], -1)[..., 0]
+    flat = np.ascontiguousarray(w).reshape(*w.shape[:-2], -1)
+    side = w.shape[-1]
 
-    def para(m, c, p):
-        d = m - 2 * c + p
+    def at(dy, dx):
+        return np.take_along_axis(flat, ((iy + dy) * side + ix + dx)[..., None], -1)[..., 0]
+
+    def para(m, p):
+        d = m - 2 * peak + p
         with np.errstate(invalid="ignore", divide="ignore"):
             off = np.where(d < 0, 0.5 * (m - p) / d, 0.0)
         return np.clip(off, -0.5, 0.5)
 
-    def at(dy, dx):
-        flat = w.reshape(*w.shape[:-2], -1)
-        return np.take_along_axis(flat, ((iy + dy) * w.shape[-1] + ix + dx)[..., None], -1)[..., 0]
-
-    oy = para(at(-1, 0), peak, at(1, 0))
-    ox = para(at(0, -1), peak, at(0, 1))
+    oy = para(at(-1, 0), at(1, 0))
+    ox = para(at(0, -1), at(0, 1))
     return iy - ms - 1 + oy, ix - ms - 1 + ox, peak
 
 
-def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int):
-    """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc)."""
+def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, threads: int):
+    """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc). ``b_spec`` carries the
+    checkerboard that puts the CCF's zero shift at n//2."""
     nang = a_spec.shape[2]
     fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
     c = np.matmul(np.ascontiguousarray(fa), np.ascontiguousarray(fp_b.transpose(2, 1, 0)))
@@ -202,6 +205,7 @@ def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int):
         x.reshape(*x.shape[:-1], *half),
         shape=(*x.shape[:-1], n, n),
         axes=(-2, -1),
+        threads=threads,
         planner_effort="FFTW_ESTIMATE",
     )
     sy, sx, peak = _window(ccf, ms)
@@ -216,8 +220,47 @@ def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int):
     return ang, pick(sx), pick(sy), mir.astype(bool), pick(score)
 
 
+def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int):
+    """Align the particles ``ai`` (k, n, n) to all references; (k, M) arrays."""
+    n = ai.shape[1]
+    b_spec, b_energy, fp_b = refs
+    both = np.stack([ai, _mirror(ai)])
+    spec_e = [_rotated_spectra(x, nang, threads) for x in both]
+    a_spec = np.stack([sp_ for sp_, _ in spec_e])
+    a_energy = np.stack([e for _, e in spec_e])
+    fp_a = np.stack([_footprints(x, nang) for x in both])
+    parts = [
+        _pairs(
+            a_spec,
+            a_energy,
+            fp_a,
+            b_spec[j : j + mstep],
+            b_energy[j : j + mstep],
+            fp_b[j : j + mstep],
+            n,
+            ms,
+            threads,
+        )
+        for j in range(0, b_spec.shape[0], mstep)
+    ]
+    return [np.concatenate(v, axis=1) for v in zip(*parts, strict=True)]  # fmt: skip
+
+
+def _reference_spectra(b: np.ndarray, nang: int):
+    n = b.shape[1]
+    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1))
+    bf[:, 0, 0] = 0
+    herm = np.full(n // 2 + 1, 2.0, np.float32)
+    herm[[0, -1]] = 1.0
+    energy = (np.abs(bf) ** 2 * herm).sum((-2, -1)) / (n * n)
+    iy, ix = np.ogrid[0:n, 0 : n // 2 + 1]
+    bf *= (1 - 2 * ((iy + ix) % 2)).astype(np.float32)  # CCF zero shift at n//2
+    return bf.reshape(b.shape[0], -1), energy, _footprints(b, nang)
+
+
 def rotate_translate_flip(images, references, *, maxshift: float | None = None, shrink: int = 1,
-                          nang: int = 180, chunk_pairs: int = 4096) -> Alignment2D:  # fmt: skip
+                          nang: int = 180, chunk_pairs: int = 1024,
+                          workers: int | None = None) -> Alignment2D:  # fmt: skip
     """Align every image (particle) to every reference (EMAN2 ``rotate_translate_flip``).
 
     Parameters
@@ -227,14 +270,17 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     references : array (M, y, x)
         Same box.
     maxshift : float, optional
-        Largest |dx|, |dy| in pixels of the input box (default box/4, capped at box/2 - 1 of
-        the shrunk box, as EMAN2).
+        Largest |dx|, |dy| in pixels of the input box (default box/4, capped at box/2 - 2 of
+        the shrunk box).
     shrink : int
         Fourier-crop both by this factor first (shifts are reported in input pixels).
     nang : int
         Angular samples over 180 degrees (default 180: 1 degree steps).
     chunk_pairs : int
-        Pairs per batch (memory ~ chunk_pairs * 16 * box^2 / shrink^2 bytes).
+        Pairs per batch (memory ~ chunk_pairs * 40 * box^2 / shrink^2 bytes per worker).
+    workers : int, optional
+        Threads working on chunks of particles in parallel (default: the FFT thread count,
+        :func:`.fft.default_threads`); each runs its FFTs on one thread.
 
     Returns
     -------
@@ -246,33 +292,28 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
         raise ValueError(f"references: box {b.shape[1:]} differs from the images' {a.shape[1:]}")
     if int(nang) < 8 or int(chunk_pairs) < 1:
         raise ValueError("nang, chunk_pairs: nang must be >= 8 and chunk_pairs >= 1")
-    n = a.shape[1]
+    nw = _fft.default_threads() if workers is None else int(workers)
+    if nw < 1:
+        raise ValueError(f"workers: must be >= 1, got {workers}")
+    n, nm = a.shape[1], b.shape[0]
     ms = n // 4 if maxshift is None else int(np.floor(float(maxshift) / shrink))
     ms = int(np.clip(ms, 0, n // 2 - 2))
-    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1))
-    bf[:, 0, 0] = 0
-    herm = np.full(n // 2 + 1, 2.0, np.float32)
-    herm[[0, -1]] = 1.0
-    b_energy = (np.abs(bf) ** 2 * herm).sum((-2, -1)) / (n * n)
-    b_spec, fp_b = bf.reshape(b.shape[0], -1), _footprints(b, nang)
-    nm = b.shape[0]
-    mstep = max(1, min(nm, chunk_pairs))
-    nstep = max(1, chunk_pairs // mstep)
-    out = [np.empty((a.shape[0], nm), dt) for dt in (np.float32,) * 3 + (bool, np.float32)]
-    for i in range(0, a.shape[0], nstep):
-        ai = a[i : i + nstep]
-        both = np.stack([ai, _mirror(ai)])
-        spec_e = [_rotated_spectra(x, nang) for x in both]
-        a_spec = np.stack([s for s, _ in spec_e])
-        a_energy = np.stack([e for _, e in spec_e])
-        fp_a = np.stack([_footprints(x, nang) for x in both])
-        for j in range(0, nm, mstep):
-            sl = slice(j, j + mstep)
-            res = _pairs(a_spec, a_energy, fp_a, b_spec[sl], b_energy[sl], fp_b[sl], n, ms)
-            for o, r in zip(out, res, strict=True):
-                o[i : i + nstep, sl] = r
-    ang, dx, dy, mir, score = out
-    return Alignment2D(ang % 360.0, dx * shrink, dy * shrink, mir, score)
+    refs = _reference_spectra(b, nang)
+    mstep = max(1, min(nm, int(chunk_pairs)))
+    nstep = max(1, int(chunk_pairs) // mstep)
+    starts = range(0, a.shape[0], nstep)
+
+    def run(i):
+        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0)
+
+    if nw > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(nw) as pool:
+            chunks = list(pool.map(run, starts))
+    else:
+        chunks = [run(i) for i in starts]
+    ang, dx, dy, mir, score = (np.concatenate(v) for v in zip(*chunks, strict=True))
+    return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
+                       (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
 
 
 def transform_images_2d(images, angle, dx, dy, mirror) -> np.ndarray:
