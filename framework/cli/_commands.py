@@ -352,11 +352,36 @@ def provenance(args: Any) -> int:
 
 
 # -- templates -----------------------------------------------------------------------
+def _template_file(name: str) -> str:
+    """A template file as given, else the template of that name shipped with emforge."""
+    if os.path.exists(name) or os.sep in name:
+        return name
+    from importlib.resources import files
+
+    shipped = files("emforge.templates") / (name if name.endswith(".json") else f"{name}.json")
+    return str(shipped) if shipped.is_file() else name
+
+
+def _check_placeholders(tpl: Any) -> None:
+    """'$name' params are blanks the user fills with --set; refuse the ones left blank."""
+    from ..errors import ValidationError
+
+    blanks = [
+        f"node {n.id}: param {k!r} is the placeholder {v!r}; give it with --set {n.id}.{k}=VALUE"
+        for n in tpl.nodes
+        for k, v in n.params.items()
+        if isinstance(v, str) and v.startswith("$")
+    ]
+    if blanks:
+        raise ValidationError(blanks)
+
+
 def template_run(args: Any) -> int:
     from ..engine.templates import apply_overrides, load_template, run_template
 
     proj = _open(args)
-    tpl = apply_overrides(load_template(args.file), args.set)
+    tpl = apply_overrides(load_template(_template_file(args.file)), args.set)
+    _check_placeholders(tpl)
     t0 = time.perf_counter()
 
     def event(node: str, what: str, run_id: int) -> None:

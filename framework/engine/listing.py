@@ -12,10 +12,21 @@ from sqlalchemy import delete, select, update
 
 from .. import db
 from ..errors import NotFoundError, ParamError, ProjectError, ValidationError
+from ..objects import FSC
+from ..paths import from_stored
 from ..project import EMSet, Project
 from .execute import effective_status
 from .keys import canonical_json, params_dict
-from .runs import create_run, load_run, materialise, parse_params, run_row
+from .runs import (
+    create_run,
+    load_run,
+    materialise,
+    parse_params,
+    protocol_info,
+    resolved_params,
+    run_row,
+    stored_params,
+)
 
 __all__ = [
     "run_rows",
@@ -101,7 +112,8 @@ def edit_params(
     loaded = load_run(project, run_id, registry=registry)
     if effective_status(loaded.row) == "running":
         raise ProjectError(f"run {run_id}: is running; wait for it or abort it first")
-    merged = {**json.loads(loaded.row["params_json"]), **changes}
+    cls = loaded.info.cls
+    merged = {**resolved_params(project, cls, json.loads(loaded.row["params_json"])), **changes}
     parsed, problems = parse_params(loaded.info.cls, merged)
     if parsed is not None:
         problems += loaded.info.cls(
@@ -110,7 +122,7 @@ def edit_params(
     if problems:
         raise ValidationError(problems)
     assert parsed is not None
-    new = params_dict(parsed)
+    new = stored_params(project, cls, params_dict(parsed))
     old = json.loads(loaded.row["params_json"])
     with db.write(project.engine) as conn:
         conn.execute(
@@ -125,6 +137,7 @@ def rerun(project: Project, run_id: int, *, registry: Any = None) -> int:
     refs = json.loads(row["inputs_json"] or "{}")
     # the params that produced the outputs (a later `runs edit` without resume does not count)
     params = json.loads(row["executed_params_json"] or row["params_json"])
+    params = resolved_params(project, protocol_info(row["protocol_id"], registry).cls, params)
     new_id = create_run(
         project,
         row["protocol_id"],
@@ -182,7 +195,10 @@ def delete_runs(project: Project, run_ids: list[int], *, cascade: bool = False) 
     with db.write(project.engine) as conn:
         for rid in victims:
             folders.append(
-                conn.execute(select(db.runs.c.workdir).where(db.runs.c.id == rid)).scalar()
+                from_stored(
+                    project.path,
+                    conn.execute(select(db.runs.c.workdir).where(db.runs.c.id == rid)).scalar(),
+                )
             )
             conn.execute(delete(db.edges).where(db.edges.c.run_id == rid))
         for rid in victims:
@@ -206,7 +222,8 @@ def delete_runs(project: Project, run_ids: list[int], *, cascade: bool = False) 
 
 
 def export_object(project: Project, ref: str, path: Path) -> Path:
-    """Write an object out: volumes and masks to MRC, particle/coordinate sets to STAR."""
+    """Write an object out: volumes and masks to MRC, particle/coordinate sets to STAR, FSC
+    curves to a RELION postprocess STAR, an EMDB FSC XML or CSV (by the file's suffix)."""
     from ..io import read_volume, write_coordinates3d_star, write_particles_star, write_volume
 
     with db.read(project.engine) as conn:
@@ -232,12 +249,17 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     if row is None:
         raise NotFoundError(f"{ref}: no such object (use an object id or RUN.output)")
     obj = materialise(project, dict(row))
+    if isinstance(obj, FSC):
+        return _export_fsc(obj, path)
     suffix = path.suffix.lower()
     if isinstance(obj, EMSet):
         if suffix != ".star":
             raise ParamError("output", f"{path}: a {obj.kind} exports to a .star file")
         if obj.kind == "SetOfParticles":
-            write_particles_star(path, obj.read())
+            star = obj.attrs.get("star") or {}  # what import.particles kept of its STAR file
+            write_particles_star(
+                path, obj.read(), optics=star.get("optics"), labels=star.get("labels")
+            )
         elif obj.kind == "SetOfCoordinates3D":
             write_coordinates3d_star(path, obj.read())
         else:
@@ -248,3 +270,14 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     data, info = read_volume(obj.path)
     write_volume(path, data, voxel_size=info.voxel_size, origin=info.origin)
     return path
+
+
+def _export_fsc(fsc: FSC, path: Path) -> Path:
+    from ..io.fsc import write_fsc
+
+    resolution = fsc.crossings.get("0.143")
+    title = f"FSC ({fsc.label})" if fsc.label else "FSC"
+    unmasked = fsc.label == "unmasked"
+    return write_fsc(
+        path, fsc.frequencies, fsc.values, resolution=resolution, title=title, unmasked=unmasked
+    )
