@@ -1,4 +1,4 @@
-"""2D alignment: EMAN2's ``rotate_translate_flip`` and ``refine``, batched N x M.
+"""2D alignment: EMAN2's ``rotate_translate_flip``, batched N x M (``refine`` is :mod:`.refine2d`).
 
 Conventions
 -----------

@@ -80,6 +80,15 @@ def test_best_reference_and_maxshift():
     assert abs(r.dx[0, 0]) <= 4.5 and abs(r.dy[0, 0]) <= 4.5
 
 
+def test_workers_and_chunks_give_the_same_result(case):
+    parts, ref, _ = case
+    refs = np.concatenate([ref, parts[:3]])
+    one = al.rotate_translate_flip(parts, refs, shrink=2, workers=1)
+    two = al.rotate_translate_flip(parts, refs, shrink=2, workers=2, chunk_pairs=8)
+    for f in ("angle", "dx", "dy", "mirror", "score"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
+
+
 def test_refine_from_a_perturbed_start(case):
     parts, ref, truth = case
     t = truth
