@@ -22,7 +22,7 @@ from emforge.objects import Volume, VolumeMask
 
 __all__ = ["ImportVolume", "ImportVolumes", "ImportMask"]
 
-_PX_HELP = "Pixel size; -1 takes it from the file header (required when the header says 0)"
+_PX_HELP = "Pixel size; absent: from the file header (required when the header says 0)"
 
 
 def _paths(pattern: str) -> list[str]:
@@ -43,12 +43,12 @@ def _check_path(name: str, pattern: str, problems: list[str], *, many: bool = Fa
 
 
 def _load(
-    path: str, pixel_size: float
+    path: str, pixel_size: float | None
 ) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
     """Read any supported image file; checks the pixel size is known and positive."""
     from emforge.io import read_image_file
 
-    data, voxel, origin = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
+    data, voxel, origin = read_image_file(path, pixel_size=pixel_size)
     if voxel is None or min(voxel) <= 0:
         raise ParamError(
             "pixel_size", f"{path}: the file gives no pixel size (0 in the header); set pixel_size"
@@ -57,21 +57,27 @@ def _load(
 
 
 def _header_problems(
-    path: str, pixel_size: float, problems: list[str], *, ndim: int = 3
+    path: str, pixel_size: float | None, problems: list[str], *, stack_as_map: bool = True
 ) -> tuple | None:
-    """Validate a map file without reading its data (header and size checks)."""
+    """Validate a map file's header (size, pixel size; an MRC particle stack is refused
+    unless ``stack_as_map``)."""
     from emforge.errors import EmforgeError
     from emforge.io import read_image_file, read_info
 
     try:
         if Path(path).suffix.lower() in (".mrc", ".map", ".mrcs", ".rec", ".st", ".ali"):
             info = read_info(path)
-            if pixel_size <= 0 and min(info.voxel_size) <= 0:
+            if pixel_size is None and min(info.voxel_size) <= 0:
                 problems.append(
                     f"param 'pixel_size': {path}: the header says pixel size 0; set pixel_size"
                 )
+            if not stack_as_map and Path(path).suffix.lower() == ".mrcs":
+                problems.append(
+                    f"param 'path': {path}: is a particle stack (.mrcs), not a map; "
+                    "set stack_as_map=true to import its images as one 3D map"
+                )
             return info.shape
-        data, voxel, _ = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
+        data, voxel, _ = read_image_file(path, pixel_size=pixel_size)
         if voxel is None:
             problems.append(
                 f"param 'pixel_size': {path}: the file gives no pixel size; set pixel_size"
@@ -90,15 +96,32 @@ def _write_map(ctx: StepContext, name: str, data: np.ndarray, voxel: tuple, orig
     return str(target)
 
 
+def value_problems(path: str) -> list[str]:
+    """A map must hold finite values, not all zeros (one line naming the file and the count)."""
+    from emforge.errors import EmforgeError
+    from emforge.io import read_image_file
+
+    try:
+        data = read_image_file(path)[0]
+    except EmforgeError as exc:
+        return [str(exc)]
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        return [f"param 'path': {path}: contains {bad} NaN/infinite values of {data.size}"]
+    if not np.any(data):
+        return [f"param 'path': {path}: is all zeros"]
+    return []
+
+
 def import_volume_step(
-    ctx: StepContext, *, path: str, pixel_size: float, half1: str, half2: str
+    ctx: StepContext, *, path: str, pixel_size: float | None, half1: str, half2: str
 ) -> dict:
     data, voxel, origin = _load(path, pixel_size)
     out = _write_map(ctx, "volume.mrc", data, voxel, origin)
     halves = []
     for i, h in enumerate((half1, half2), start=1):
         if h:
-            hd, hv, ho = _load(h, pixel_size if pixel_size > 0 else voxel[2])
+            hd, hv, ho = _load(h, pixel_size or voxel[2])
             if hd.shape != data.shape:
                 raise ParamError(
                     f"half{i}", f"{h}: shape {hd.shape} differs from the map's {data.shape}"
@@ -125,7 +148,13 @@ def import_volume_step(
 
 class _VolumeParams(ProtocolParams):
     path: str = param("", "Map file (MRC/CCP4, TIFF or EM)", section="Input")
-    pixel_size: float = param(-1.0, _PX_HELP, unit="Å", section="Input")
+    pixel_size: float | None = param(None, _PX_HELP, unit="Å", section="Input", gt=0)
+    stack_as_map: bool = param(
+        False,
+        "Import an MRC particle stack (.mrcs) as one 3D map (refused otherwise)",
+        section="Input",
+        level="advanced",
+    )
 
 
 class ImportVolume(Protocol):
@@ -151,7 +180,11 @@ class ImportVolume(Protocol):
         problems: list[str] = []
         p = self.params
         found = _check_path("path", p.path, problems)
-        shape = _header_problems(found[0], p.pixel_size, problems) if found else None
+        shape = (
+            _header_problems(found[0], p.pixel_size, problems, stack_as_map=p.stack_as_map)
+            if found
+            else None
+        )
         if bool(p.half1) != bool(p.half2):
             problems.append("param 'half1'/'half2': give both half maps or neither")
         for name in ("half1", "half2"):
@@ -159,12 +192,19 @@ class ImportVolume(Protocol):
             if value:
                 hfound = _check_path(name, value, problems)
                 hshape = _header_problems(hfound[0], p.pixel_size, problems) if hfound else None
+                if hshape is not None:
+                    problems += [
+                        line.replace("param 'path'", f"param '{name}'")
+                        for line in value_problems(hfound[0])
+                    ]
                 if shape and hshape and tuple(hshape) != tuple(shape):
                     problems.append(
                         f"param '{name}': {value}: shape {tuple(hshape)} differs from the map's {tuple(shape)}"
                     )
         if shape is not None and len(shape) == 3 and shape[0] == 1:
             problems.append(f"param 'path': {p.path}: is a 2D image, not a 3D map")
+        elif shape is not None:
+            problems += value_problems(found[0])
         return problems
 
     def steps(self) -> list[Step]:
@@ -190,7 +230,9 @@ class ImportVolume(Protocol):
         )
 
 
-def import_many_step(ctx: StepContext, *, paths: list[str], pixel_size: float, kind: str) -> dict:
+def import_many_step(
+    ctx: StepContext, *, paths: list[str], pixel_size: float | None, kind: str
+) -> dict:
     cols: dict[str, list] = {"image_path": [], "pixel_size": []}
     for i, path in enumerate(paths):
         data, voxel, origin = _load(path, pixel_size)
@@ -223,8 +265,10 @@ class _ImportMany(Protocol):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
+        stack_ok = getattr(self.params, "stack_as_map", True)
         for f in _check_path("path", self.params.path, problems, many=True):
-            _header_problems(f, self.params.pixel_size, problems)
+            if _header_problems(f, self.params.pixel_size, problems, stack_as_map=stack_ok):
+                problems += value_problems(f)
         return problems
 
     def steps(self) -> list[Step]:
@@ -246,6 +290,9 @@ class ImportVolumes(_ImportMany):
 def _mask_value_problems(path: str) -> list[str]:
     from emforge.io import read_image_file
 
+    bad = value_problems(path)
+    if bad:
+        return bad
     data = read_image_file(path)[0]
     lo, hi = float(data.min()), float(data.max())
     if lo < -1e-6 or hi > 1 + 1e-6 or not np.isfinite([lo, hi]).all():
@@ -253,7 +300,7 @@ def _mask_value_problems(path: str) -> list[str]:
     return []
 
 
-def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
+def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float | None) -> dict:
     data, voxel, origin = _load(path, pixel_size)
     lo, hi = float(data.min()), float(data.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
@@ -293,7 +340,10 @@ class ImportMask(Protocol):
     def validate(self) -> list[str]:
         problems: list[str] = []
         found = _check_path("path", self.params.path, problems)
-        if found and _header_problems(found[0], self.params.pixel_size, problems) is not None:
+        stack_ok = self.params.stack_as_map
+        if found and _header_problems(
+            found[0], self.params.pixel_size, problems, stack_as_map=stack_ok
+        ):
             problems += _mask_value_problems(found[0])
         return problems
 

@@ -26,7 +26,9 @@ from emforge.objects import FSC, Volume
 
 from ._common import (
     halves_of,
+    identical_halves_problems,
     map_problems,
+    mask_grid_problems,
     pair_problems,
     read,
     resolution_problems,
@@ -563,13 +565,9 @@ class SharpenHalfmaps(Protocol):
         halves = halves_of(self.input)
         for name, path in zip(("half1", "half2"), halves or (), strict=False):
             problems += map_problems(name, path)
-        mask = self.input.get("mask")
-        ref = self._reference()
-        if mask is not None and tuple(mask.shape) != tuple(ref.shape):
-            problems.append(
-                f"input 'mask': shape {tuple(mask.shape)} differs from the half maps' {tuple(ref.shape)}"
-            )
-        return problems
+        if not problems:
+            problems += identical_halves_problems(halves)
+        return problems + mask_grid_problems(self.input.get("mask"), self._reference(), "half maps")
 
     def steps(self) -> list[Step]:
         p = self.params
