@@ -24,10 +24,10 @@ from .. import db
 from ..objects import OBJECT_TYPES
 from ..project import Project
 from .execute import effective_status, external_versions
-from .keys import params_dict, step_keys, toposort
-from .runs import load_run
+from .keys import step_keys, toposort
+from .runs import load_run, materialise, missing_sources
 
-__all__ = ["Cause", "Staleness", "why"]
+__all__ = ["Cause", "Staleness", "why", "stale_upstream"]
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,13 @@ def why(
                 select(db.objects).where(db.objects.c.run_id == run_id)
             ).mappings()
         ]
-    missing = []
+    missing = [f"{path} is gone" for path in missing_sources(loaded)]
+    if missing:  # the run cannot be redone as it is: say so before anything else
+        return Staleness(run_id, "MISSING", [Cause("MISSING", m) for m in missing])
     for out in outputs:
         if out["kind"] in OBJECT_TYPES:
-            obj = OBJECT_TYPES[out["kind"]].from_attrs(json.loads(out["attrs_json"]))
-            if Project._object_version(obj) != out["data_version"]:
+            obj = materialise(project, out)
+            if project.row_version(out) != out["data_version"]:
                 missing.append(
                     f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified"
                 )
@@ -97,10 +99,10 @@ def why(
     for m in missing:
         causes.append(Cause("MISSING", m))
 
-    params = params_dict(loaded.instance.params)
+    params = loaded.key_params
     executed = json.loads(row["executed_params_json"] or row["params_json"])
     steps = toposort(loaded.instance.steps())
-    external = external_versions(loaded.instance)
+    external = external_versions(loaded.instance, project.path)
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
@@ -141,8 +143,8 @@ def why(
             )
             continue
         if inrow["kind"] in OBJECT_TYPES:
-            obj = OBJECT_TYPES[inrow["kind"]].from_attrs(json.loads(inrow["attrs_json"]))
-            if Project._object_version(obj) != inrow["data_version"]:
+            obj = materialise(project, inrow)
+            if project.row_version(inrow) != inrow["data_version"]:
                 causes.append(
                     Cause(
                         "INPUT",
@@ -162,3 +164,35 @@ def why(
                 )
     state = "MISSING" if missing else ("STALE" if causes or stale_steps else "FRESH")
     return Staleness(run_id, state, causes, stale_steps)
+
+
+def _producers(project: Project, run_id: int) -> list[int]:
+    """The runs that made this run's inputs, in input order, each once."""
+    with db.read(project.engine) as conn:
+        rows = conn.execute(
+            select(db.objects.c.run_id)
+            .join(db.edges, db.edges.c.object_id == db.objects.c.id)
+            .where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in"))
+            .order_by(db.edges.c.id)
+        ).scalars()
+        return list(dict.fromkeys(r for r in rows if r is not None and r != run_id))
+
+
+def stale_upstream(project: Project, run_id: int, *, registry: Any = None) -> list[tuple[int, str]]:
+    """Upstream runs of ``run_id`` that are not FRESH, as (run id, state), upstream first.
+
+    Resuming them in this order (``runs resume --cascade``) brings every input up to date.
+    """
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def visit(rid: int) -> None:
+        for up in _producers(project, rid):
+            if up not in seen:
+                seen.add(up)
+                visit(up)
+                order.append(up)
+
+    visit(run_id)
+    states = [(rid, why(project, rid, registry=registry).state) for rid in order]
+    return [(rid, state) for rid, state in states if state != "FRESH"]

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emforge.engine import Output, Protocol, ProtocolParams, Step, StepContext, param
+from emforge.engine import Output, Protocol, ProtocolParams, SourcePath, Step, StepContext, param
 from emforge.errors import EmforgeError, InputFileError, ParamError
 
 from ._protocols import (
@@ -23,11 +23,16 @@ from ._protocols import (
 __all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
 
 
-def _particle_columns(stack: str, star: str, pixel_size: float | None) -> dict[str, np.ndarray]:
+def _particle_columns(
+    stack: str, star: str, pixel_size: float | None, *, star_attrs: dict | None = None
+) -> dict[str, np.ndarray]:
+    """The set's columns; ``star_attrs`` (a dict) receives what export needs of the STAR file."""
     from emforge.io import read_info, read_particles_star
 
     if star:
-        cols, _info = read_particles_star(star, pixel_size=pixel_size)
+        cols, info = read_particles_star(star, pixel_size=pixel_size)
+        if star_attrs is not None:
+            star_attrs.update(info.as_attrs())
         if stack:  # the stack given explicitly replaces the paths written in the STAR file
             cols["image_path"] = np.full(
                 len(cols["image_index"]), os.path.abspath(stack), dtype=object
@@ -72,18 +77,14 @@ def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
 def import_particles_step(
     ctx: StepContext, *, stack: str, star: str, pixel_size: float | None
 ) -> dict:
-    cols = _particle_columns(stack, star, pixel_size)
+    star_attrs: dict = {}
+    cols = _particle_columns(stack, star, pixel_size, star_attrs=star_attrs)
     box = _check_images(cols)
-    ctx.output_set(
-        "particles",
-        "SetOfParticles",
-        cols,
-        attrs={
-            "box": list(box),
-            "pixel_size": float(np.median(cols["pixel_size"])),
-            "source": star or stack,
-        },
-    )
+    attrs = {"box": list(box), "pixel_size": float(np.median(cols["pixel_size"]))}
+    attrs["source"] = star or stack
+    if star_attrs:  # the optics table and labels, for a RELION-ready export
+        attrs["star"] = star_attrs
+    ctx.output_set("particles", "SetOfParticles", cols, attrs=attrs)
     return {"count": int(len(cols["image_index"])), "box": list(box)}
 
 
@@ -94,12 +95,12 @@ class ImportParticles(Protocol):
     help = "Import a particle stack (MRC), optionally with a RELION STAR file carrying poses, CTF and coordinates."
 
     class Params(ProtocolParams):
-        stack: str = param(
+        stack: SourcePath = param(
             "",
             "Particle stack (.mrcs/.mrc); optional when the STAR file names the images",
             section="Input",
         )
-        star: str = param(
+        star: SourcePath = param(
             "", "RELION STAR file with the particles' metadata (optional)", section="Input"
         )
         pixel_size: float | None = param(
@@ -162,7 +163,7 @@ class ImportTomograms(_ImportMany):
     output = "tomograms"
 
     class Params(ProtocolParams):
-        path: str = param("", "Tomogram file or glob pattern", section="Input")
+        path: SourcePath = param("", "Tomogram file or glob pattern", section="Input")
         pixel_size: float | None = param(
             None,
             _PX_HELP + "; TIFF files without resolution tags have none",
@@ -251,7 +252,7 @@ class ImportCoordinates3D(Protocol):
     help = "Import 3D particle coordinates from a RELION/Warp STAR file, a plain text x y z table or EMAN2 info JSON."
 
     class Params(ProtocolParams):
-        path: str = param(
+        path: SourcePath = param(
             "", "Coordinates file (.star, .txt/.coords, or EMAN2 info/*_info.json)", section="Input"
         )
         format: Literal["auto", "star", "text", "eman2"] = param(

@@ -306,7 +306,7 @@ def test_describe_prints_every_param_with_type_default_unit_help(capsys):
         idx = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name} ("))
         head = lines[idx]
         assert f"default {field.default!r}" in head, head
-        kind = {"pixel_size": "float", "stack_as_map": "bool"}.get(name, "str")
+        kind = {"pixel_size": "float", "stack_as_map": "bool"}.get(name, "path")  # SourcePath
         assert kind in head, head
         assert field.description and lines[idx + 1].strip() == field.description
     px = next(line for line in lines if line.strip().startswith("pixel_size ("))
