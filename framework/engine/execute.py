@@ -30,7 +30,7 @@ from .. import db
 from ..errors import EmforgeError
 from ..project import Project, file_version
 from .claims import STALE_AFTER_S, RunBusyError, busy_message, claim_run, effective_status
-from .context import StepContext, StepOutcome
+from .context import StepContext, StepOutcome, append_line, check_run_folder
 from .executors import Executor, make_executor
 from .keys import canonical_json, step_keys, toposort
 from .protocol import Step
@@ -218,8 +218,9 @@ class _Scheduler:
         self.failed: str | None = None
 
     def log(self, message: str) -> None:
-        with open(self.workdir / "logs" / "run.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} [engine] {message}\n")
+        append_line(
+            self.workdir / "logs" / "run.log", f"{time.strftime('%H:%M:%S')} [engine] {message}"
+        )
 
     def _set_step(self, name: str, **values: Any) -> None:
         with db.write(self.project.engine) as conn:
@@ -410,6 +411,7 @@ def execute_run(
     """Run (or resume) a recorded run to its end; returns its final status."""
     loaded = load_run(project, run_id, registry=registry)
     check_sources(loaded)
+    check_run_folder(Path(loaded.row["workdir"]))
     cls = loaded.info.cls
     steps = toposort(loaded.instance.steps())
     external = external_versions(loaded.instance, project.path)
