@@ -1,4 +1,5 @@
-"""Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`).
+"""Shared numerical toolkit: cached FFTs (:mod:`.fft`), Fourier-space tools (:mod:`.fourier`),
+projection (:mod:`.projection`) and Fourier reconstruction (:mod:`.reconstruction`).
 
 Import from here: ``from emforge.numerics import rfftn, fsc, bfactor_filter``. See the module
 docstrings for the conventions (rfft half-grids, s in 1/Angstrom, shells, Hermitian weights,
@@ -41,6 +42,20 @@ from .fourier import (
     shell_index_rfft,
     spatial_frequency_rfft,
 )
+from .projection import (
+    PreparedVolume,
+    gridding_function,
+    prepare_volume,
+    project_fourier,
+    project_real_space,
+)
+from .reconstruction import (
+    FourierAccumulator,
+    Reconstruction,
+    finish_reconstruction,
+    insert_images,
+    reconstruct_fourier,
+)
 
 __all__ = [
     "backend",
@@ -73,4 +88,14 @@ __all__ = [
     "shell_frequencies",
     "shell_index_rfft",
     "spatial_frequency_rfft",
+    "PreparedVolume",
+    "gridding_function",
+    "prepare_volume",
+    "project_fourier",
+    "project_real_space",
+    "FourierAccumulator",
+    "Reconstruction",
+    "finish_reconstruction",
+    "insert_images",
+    "reconstruct_fourier",
 ]
