@@ -106,36 +106,39 @@ def extract_slices(vol, rot, scale, r2max, phase_y, phase_x, ctf, out):
 
 
 @njit(cache=True, inline="always")
-def _add(data, wgt, h, z, y, x, v, w, owner, nown):
+def _add(grid, h, z, y, x, v, w, owner, nown):
     """Add (v, w) at voxel (z, y, x) of half ``h`` if this thread owns plane z."""
     if z % nown == owner:
-        data[h, z, y, x] += v
-        wgt[h, z, y, x] += w
+        grid[h, z, y, x, 0] += v.real
+        grid[h, z, y, x, 1] += v.imag
+        grid[h, z, y, x, 2] += w
 
 
 @njit(cache=True, inline="always")
-def _splat_plane(data, wgt, h, z, y0, y1, x0, x1, gz, fy, fx, v, w):
+def _acc(grid, h, z, y, x, vr, vi, w, g):
+    grid[h, z, y, x, 0] += vr * g
+    grid[h, z, y, x, 1] += vi * g
+    grid[h, z, y, x, 2] += w * g
+
+
+@njit(cache=True, inline="always")
+def _splat_plane(grid, h, z, y0, y1, x0, x1, gz, fy, fx, v, w):
     """Trilinear share ``gz`` of (v, w) into the four voxels of plane z."""
     gy = np.float32(1.0) - fy
     gx = np.float32(1.0) - fx
-    g00, g01 = gz * gy * gx, gz * gy * fx
-    g10, g11 = gz * fy * gx, gz * fy * fx
-    data[h, z, y0, x0] += v * g00
-    wgt[h, z, y0, x0] += w * g00
-    data[h, z, y1, x0] += v * g10
-    wgt[h, z, y1, x0] += w * g10
+    vr, vi = v.real, v.imag
+    _acc(grid, h, z, y0, x0, vr, vi, w, gz * gy * gx)
+    _acc(grid, h, z, y1, x0, vr, vi, w, gz * fy * gx)
     if x1 >= 0:
-        data[h, z, y0, x1] += v * g01
-        wgt[h, z, y0, x1] += w * g01
-        data[h, z, y1, x1] += v * g11
-        wgt[h, z, y1, x1] += w * g11
+        _acc(grid, h, z, y0, x1, vr, vi, w, gz * gy * fx)
+        _acc(grid, h, z, y1, x1, vr, vi, w, gz * fy * fx)
 
 
 @njit(cache=True, inline="always")
-def _splat_trilinear(data, wgt, h, px, py, pz, v, w, owner, nown):
+def _splat_trilinear(grid, h, px, py, pz, v, w, owner, nown):
     if px < 0.0:
         px, py, pz, v = -px, -py, -pz, np.conj(v)
-    m0, m1, m2 = data.shape[1], data.shape[2], data.shape[3]
+    m0, m1, m2 = grid.shape[1], grid.shape[2], grid.shape[3]
     fx0, fy0, fz0 = math.floor(px), math.floor(py), math.floor(pz)
     fx, fy, fz = np.float32(px - fx0), np.float32(py - fy0), np.float32(pz - fz0)
     x0 = int(fx0)
@@ -145,17 +148,17 @@ def _splat_trilinear(data, wgt, h, px, py, pz, v, w, owner, nown):
     y1 = _wrap(y0 + 1, m1)
     z1 = _wrap(z0 + 1, m0)
     if z0 % nown == owner:
-        _splat_plane(data, wgt, h, z0, y0, y1, x0, x1, np.float32(1.0) - fz, fy, fx, v, w)
+        _splat_plane(grid, h, z0, y0, y1, x0, x1, np.float32(1.0) - fz, fy, fx, v, w)
     if z1 % nown == owner:
-        _splat_plane(data, wgt, h, z1, y0, y1, x0, x1, fz, fy, fx, v, w)
+        _splat_plane(grid, h, z1, y0, y1, x0, x1, fz, fy, fx, v, w)
 
 
 @njit(cache=True, inline="always")
-def _splat_gauss(data, wgt, h, px, py, pz, v, w, owner, nown, gx, gy):
+def _splat_gauss(grid, h, px, py, pz, v, w, owner, nown, gx, gy):
     """EMAN2's Gaussian splat: 6x6x6 voxels, g = exp(-hk d^2), hk = 1/(|k|^2/4000 + 0.15)
     clamped at >= 0.1 (|k|, d in padded-grid pixels); voxels with x < 0 go to their Friedel
     mate. ``gx``, ``gy``: scratch arrays of 6 float32."""
-    m0, m1, m2 = data.shape[1], data.shape[2], data.shape[3]
+    m0, m1, m2 = grid.shape[1], grid.shape[2], grid.shape[3]
     hk = 1.0 / ((px * px + py * py + pz * pz) / 4000.0 + 0.15)
     if hk < 0.1:
         hk = 0.1
@@ -180,19 +183,20 @@ def _splat_gauss(data, wgt, h, px, py, pz, v, w, owner, nown, gx, gy):
                 g = gzy * gx[i]
                 if ix >= 0:
                     if ix < m2:
-                        _add(data, wgt, h, zd, yd, ix, v * g, w * g, owner, nown)
+                        _add(grid, h, zd, yd, ix, v * g, w * g, owner, nown)
                 elif -ix < m2:
-                    _add(data, wgt, h, zm, ym, -ix, vc * g, w * g, owner, nown)
+                    _add(grid, h, zm, ym, -ix, vc * g, w * g, owner, nown)
 
 
 @njit(parallel=True, cache=True)
 def insert_slices(
-    img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half, gauss, nown, data, wgt
+    img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half, gauss, nown, grid
 ):
-    """Insert image spectra ``img`` (N, n, n//2+1) into ``data`` (2, M, M, M//2+1) complex64
-    and ``wgt`` (same, float32), one copy per matrix of ``sym`` (S, 3, 3): pose A @ S^T.
+    """Insert image spectra ``img`` (N, n, n//2+1) into ``grid`` (2, M, M, M//2+1, 3) float32
+    (real part, imaginary part, weight interleaved, so that one voxel is one memory access),
+    one copy per matrix of ``sym`` (S, 3, 3): pose A @ S^T.
 
-    Each pixel adds ``weights[n] * ctf * F`` to ``data`` and ``weights[n] * ctf^2`` to ``wgt``
+    Each pixel adds ``weights[n] * ctf * F`` to the data and ``weights[n] * ctf^2`` to the weight
     of half ``half[n]`` (0 or 1), trilinearly (``gauss`` False) or with EMAN2's Gaussian
     kernel. ``phase_*`` are the (conjugate) centring/shift ramps. The kernel is race-free:
     thread t of T writes only the z planes with ``z % T == t``. The x = 0 plane is not made
@@ -235,7 +239,7 @@ def insert_slices(
                         py = ay * ix + by * ky
                         pz = az * ix + bz * ky
                         if gauss:
-                            _splat_gauss(data, wgt, h, px, py, pz, v, w, owner, nown, gx, gy)
+                            _splat_gauss(grid, h, px, py, pz, v, w, owner, nown, gx, gy)
                         else:
-                            _splat_trilinear(data, wgt, h, px, py, pz, v, w, owner, nown)
-    return data
+                            _splat_trilinear(grid, h, px, py, pz, v, w, owner, nown)
+    return grid

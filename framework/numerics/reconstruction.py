@@ -55,11 +55,11 @@ _KERNELS = ("trilinear", "gauss")
 
 @dataclass(frozen=True)
 class FourierAccumulator:
-    """Sums of one or more insertion passes, per half: ``data`` complex64 (2, M, M, M//2+1),
-    ``weight`` float32 (same), on the padded grid of an n-box; ``count`` images per half."""
+    """Sums of one or more insertion passes, per half, on the padded grid of an n-box:
+    ``grid`` float32 (2, M, M, M//2+1, 3) holds the real and imaginary parts of the data and
+    the weight side by side; ``count`` images per half."""
 
-    data: np.ndarray
-    weight: np.ndarray
+    grid: np.ndarray
     box: int
     padded_box: int
     kernel: str
@@ -72,9 +72,18 @@ class FourierAccumulator:
             raise ValueError("other: accumulators of different box, padding or kernel")
         cnt = (self.count[0] + other.count[0], self.count[1] + other.count[1])
         return FourierAccumulator(
-            self.data + other.data, self.weight + other.weight, self.box, self.padded_box,
-            self.kernel, cnt,
-        )  # fmt: skip
+            self.grid + other.grid, self.box, self.padded_box, self.kernel, cnt
+        )
+
+    @property
+    def data(self) -> np.ndarray:
+        """Sum of weighted image spectra, complex64 (2, M, M, M//2+1) (a view of ``grid``)."""
+        return self.grid[..., :2].view(np.complex64)[..., 0]
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Sum of weights, float32 (2, M, M, M//2+1) (a view of ``grid``)."""
+        return self.grid[..., 2]
 
 
 @dataclass(frozen=True)
@@ -196,40 +205,23 @@ def insert_images(
         raise ValueError(f"max_radius: must be >= 0, got {max_radius}")
     py, px = phase_ramps(n, count, shifts, pixel_size=pixel_size, sign=1.0)
     spec = _fft.rfftn(imgs, axes=(-2, -1), threads=threads)
-    shape = (2, m, m, m // 2 + 1)
-    data = np.zeros(shape, dtype=np.complex64)
-    wgt = np.zeros(shape, dtype=np.float32)
+    grid = np.zeros((2, m, m, m // 2 + 1, 3), dtype=np.float32)
+    gauss = kernel == "gauss"
     _k.insert_slices(
-        spec,
-        rot,
-        sym,
-        m / n,
-        r * r,
-        py,
-        px,
-        c,
-        w,
-        half,
-        kernel == "gauss",
-        _k.num_threads(),
-        data,
-        wgt,
+        spec, rot, sym, m / n, r * r, py, px, c, w, half, gauss, _k.num_threads(), grid
     )
     cnt = (int(np.sum((half == 0) & (w != 0))), int(np.sum((half == 1) & (w != 0))))
-    return FourierAccumulator(data, wgt, n, m, kernel, cnt)
+    return FourierAccumulator(grid, n, m, kernel, cnt)
 
 
-def _hermitian_planes(data: np.ndarray, wgt: np.ndarray) -> None:
-    """Make the self-mirrored planes x = 0 (and x = M/2 for even M) Hermitian in place:
-    add each voxel's Friedel mate (-kz, -ky) to it (the insertion only wrote one of them)."""
-    m = data.shape[-3]
-    planes = [0] + ([m // 2] if m % 2 == 0 and data.shape[-1] == m // 2 + 1 else [])
-    for x in planes:
-        d, w = data[..., x], wgt[..., x]
-        dm = np.roll(np.flip(d, axis=(-2, -1)), 1, axis=(-2, -1))
-        wm = np.roll(np.flip(w, axis=(-2, -1)), 1, axis=(-2, -1))
-        data[..., x] = d + np.conj(dm)
-        wgt[..., x] = w + wm
+def _mirror(plane: np.ndarray) -> np.ndarray:
+    """``plane[(-z) % M, (-y) % M]``: the Friedel mates within a plane of constant x."""
+    return np.roll(np.flip(plane, axis=(-2, -1)), 1, axis=(-2, -1))
+
+
+def _self_mirrored_planes(m: int, mh: int) -> list[int]:
+    """x planes of the half-grid that are their own Friedel mirror: 0, and M/2 for even M."""
+    return [0] + ([m // 2] if m % 2 == 0 and mh == m // 2 + 1 else [])
 
 
 @lru_cache(maxsize=4)
@@ -247,7 +239,9 @@ def _shell_grid(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _divide(data, wgt, m: int, wiener_constant) -> np.ndarray:
-    """``data / max(weight + tau, floor)`` with floor = 1e-3 x the mean weight of the shell."""
+    """``data / max(weight + tau, floor)``, floor = 1e-3 x the shell's mean weight (0 where
+    both are 0). On the self-mirrored planes the insertion wrote only one voxel of each
+    Friedel pair, so there each voxel is first summed with its mate."""
     sh, r, cnt = _shell_grid(m)
     mean_w = np.bincount(sh.ravel(), weights=wgt.ravel(), minlength=cnt.size) / np.maximum(cnt, 1)
     den = (1e-3 * mean_w).astype(np.float32)[sh]
@@ -256,9 +250,15 @@ def _divide(data, wgt, m: int, wiener_constant) -> np.ndarray:
         n_sh = tau.size
         idx = np.minimum(np.rint(r * ((2 * (n_sh - 1)) / m)).astype(np.int32), n_sh - 1)
         tau = tau[idx]
-    np.maximum(den, wgt + tau, out=den)
-    out = np.zeros(data.shape, dtype=np.complex64)
-    np.divide(data, den, out=out, where=den > 0)
+    w = wgt + tau
+    planes = _self_mirrored_planes(m, wgt.shape[-1])
+    for x in planes:
+        w[..., x] += _mirror(wgt[..., x])
+    np.maximum(den, w, out=den)
+    den[den <= 0] = np.inf  # nothing was inserted there: the result is 0
+    out = np.divide(data, den).astype(np.complex64, copy=False)
+    for x in planes:
+        out[..., x] = (data[..., x] + np.conj(_mirror(data[..., x]))) / den[..., x]
     return out
 
 
@@ -300,8 +300,7 @@ def finish_reconstruction(
     if not isinstance(acc, FourierAccumulator):
         raise ValueError("acc: must be a FourierAccumulator from insert_images")
     n, m = acc.box, acc.padded_box
-    data, wgt = acc.data.copy(), acc.weight.copy()
-    _hermitian_planes(data, wgt)
+    data, wgt = acc.data, acc.weight
     grid = gridding_correction and acc.kernel == "trilinear"
 
     def real(d, w):
