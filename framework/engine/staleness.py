@@ -24,8 +24,8 @@ from .. import db
 from ..objects import OBJECT_TYPES
 from ..project import Project
 from .execute import effective_status, external_versions
-from .keys import params_dict, step_keys, toposort
-from .runs import load_run
+from .keys import step_keys, toposort
+from .runs import load_run, materialise, missing_sources
 
 __all__ = ["Cause", "Staleness", "why"]
 
@@ -83,11 +83,13 @@ def why(
                 select(db.objects).where(db.objects.c.run_id == run_id)
             ).mappings()
         ]
-    missing = []
+    missing = [f"{path} is gone" for path in missing_sources(loaded)]
+    if missing:  # the run cannot be redone as it is: say so before anything else
+        return Staleness(run_id, "MISSING", [Cause("MISSING", m) for m in missing])
     for out in outputs:
         if out["kind"] in OBJECT_TYPES:
-            obj = OBJECT_TYPES[out["kind"]].from_attrs(json.loads(out["attrs_json"]))
-            if Project._object_version(obj) != out["data_version"]:
+            obj = materialise(project, out)
+            if project.row_version(out) != out["data_version"]:
                 missing.append(
                     f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified"
                 )
@@ -97,10 +99,10 @@ def why(
     for m in missing:
         causes.append(Cause("MISSING", m))
 
-    params = params_dict(loaded.instance.params)
+    params = loaded.key_params
     executed = json.loads(row["executed_params_json"] or row["params_json"])
     steps = toposort(loaded.instance.steps())
-    external = external_versions(loaded.instance)
+    external = external_versions(loaded.instance, project.path)
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
@@ -141,8 +143,8 @@ def why(
             )
             continue
         if inrow["kind"] in OBJECT_TYPES:
-            obj = OBJECT_TYPES[inrow["kind"]].from_attrs(json.loads(inrow["attrs_json"]))
-            if Project._object_version(obj) != inrow["data_version"]:
+            obj = materialise(project, inrow)
+            if project.row_version(inrow) != inrow["data_version"]:
                 causes.append(
                     Cause(
                         "INPUT",
