@@ -179,6 +179,7 @@ def main(argv=None) -> int:
                 f"{t['min']:.3f}",
                 f"{t['median']:.3f}",
                 f"{t['max']:.3f}",
+                f"{t['cpu']:.3f}",
                 peer_s,
                 ratio,
             )
