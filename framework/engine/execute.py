@@ -557,8 +557,10 @@ def _restore_handlers(old: dict[int, Any]) -> None:
 def reset_run(project: Project, run_id: int) -> None:
     """Forget a run's steps (``runs restart``): every step is redone on the next execute.
 
-    Refused (:class:`~.claims.RunBusyError`) while a live engine runs it.
+    Refused (:class:`~.claims.RunBusyError`) while a live engine runs it, and refused in one
+    line, before anything is forgotten, when a source file of the run is gone.
     """
+    check_sources(load_run(project, run_id))
     with db.write(project.engine) as conn:
         row = conn.execute(select(db.runs).where(db.runs.c.id == run_id)).mappings().first()
         if row is not None and effective_status(dict(row)) == "running":
