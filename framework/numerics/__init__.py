@@ -1,6 +1,7 @@
 """Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
 rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
 (:mod:`.symmetry`, :mod:`.asymmetric_unit`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`);
+projection (:mod:`.projection`) and Fourier reconstruction (:mod:`.reconstruction`);
 comparators (:mod:`.compare`), 2D alignment (:mod:`.align2d`, :mod:`.refine2d`), 3D rotation and
 scores (:mod:`.align3d`), tilt geometry and missing wedges (:mod:`.tilt`).
 
@@ -62,6 +63,20 @@ from .fourier import (
     spatial_frequency_rfft,
 )
 from .orientations import eman_orientations, so3_grid, so3_grid_size
+from .projection import (
+    PreparedVolume,
+    gridding_function,
+    prepare_volume,
+    project_fourier,
+    project_real_space,
+)
+from .reconstruction import (
+    FourierAccumulator,
+    Reconstruction,
+    finish_reconstruction,
+    insert_images,
+    reconstruct_fourier,
+)
 from .refine2d import refine_2d
 from .rotations import (
     axis_angle_to_matrix,
@@ -168,4 +183,14 @@ __all__ = [
     "tilt_ctf_2d",
     "tilt_defocus",
     "tilt_series_matrices",
+    "PreparedVolume",
+    "gridding_function",
+    "prepare_volume",
+    "project_fourier",
+    "project_real_space",
+    "FourierAccumulator",
+    "Reconstruction",
+    "finish_reconstruction",
+    "insert_images",
+    "reconstruct_fourier",
 ]
