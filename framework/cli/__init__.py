@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("why", "FRESH / STALE / MISSING, with causes"),
         ("resume", "continue a run, skipping fresh steps"),
         ("restart", "redo every step of a run"),
+        ("stop", "stop a running run (it becomes aborted, resumable)"),
         ("rerun", "a new run from a run's recorded provenance"),
         ("delete", "delete runs"),
         ("edit", "change params of a recorded run (then: runs why / runs resume)"),
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "delete":
             p.add_argument(
                 "--cascade", action="store_true", help="also delete the runs that depend on them"
+            )
+        if name == "resume":
+            p.add_argument(
+                "--cascade",
+                action="store_true",
+                help="first resume the upstream runs that are stale or unfinished",
             )
         p.set_defaults(func=getattr(c, f"runs_{name}"))
 
@@ -219,6 +226,17 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_exec_args(args: argparse.Namespace) -> None:
+    """--workers is at least 1; --scheduler goes with --executor dask (never ignored)."""
+    from ..errors import ParamError
+
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 1:
+        raise ParamError("--workers", f"must be at least 1, got {workers}")
+    if getattr(args, "scheduler", None) and getattr(args, "executor", "dask") != "dask":
+        raise ParamError("--scheduler", f"needs --executor dask (got --executor {args.executor})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -231,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_exec_args(args)
         return int(args.func(args) or 0)
     except ValidationError as exc:
         for line in exc.lines():

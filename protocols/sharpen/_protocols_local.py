@@ -27,7 +27,9 @@ from emforge.objects import Volume
 from ._common import (
     fit_range_problems,
     halves_of,
+    identical_halves_problems,
     map_problems,
+    mask_grid_problems,
     pair_problems,
     read,
     resolution_problems,
@@ -84,13 +86,9 @@ class _HalfmapInputs(Protocol):
             problems += map_problems(name, path)
         if vol is not None:
             problems += map_problems("volume", vol.path, vol.source)
-        mask = self.input.get("mask")
-        ref = self._reference()
-        if mask is not None and tuple(mask.shape) != tuple(ref.shape):
-            problems.append(
-                f"input 'mask': shape {tuple(mask.shape)} differs from the map's {tuple(ref.shape)}"
-            )
-        return problems
+        if not problems:
+            problems += identical_halves_problems(halves_of(self.input))
+        return problems + mask_grid_problems(self.input.get("mask"), self._reference())
 
 
 # -- sharpen.model ------------------------------------------------------------------------------
@@ -116,7 +114,7 @@ def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float)
     write_outputs(ctx, src, res.map, halves)  # type: ignore[arg-type]
     from emforge.io import write_volume
 
-    write_volume(ctx.path("model_map.mrc"), mm, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(ctx.path("model_map.mrc"), mm, **info.placement)
     write_report(
         ctx.extra,
         "sharpen.model",
@@ -466,26 +464,25 @@ class SharpenLocal(_HalfmapInputs):
         if not problems:
             ref = self._reference()
             problems += resolution_problems("resolution", self.params.resolution, ref.pixel_size)
-            if self.params.box and self.params.box > min(ref.shape):
-                problems.append(
-                    f"param 'box': {self.params.box} px is larger than the map ({min(ref.shape)} px)"
-                )
-            elif not self.params.box and not problems:
-                from .kernels.local import default_box
-
-                auto = default_box(self.params.resolution, ref.pixel_size)
-                if auto > min(ref.shape):
-                    problems.append(
-                        f"param 'box': the automatic box for {self.params.resolution:g} Å at "
-                        f"{ref.pixel_size:.3g} Å/px is {auto} px, larger than the map "
-                        f"({min(ref.shape)} px); give a smaller box (even, >= 8 px) or use "
-                        "sharpen.bfactor / sharpen.halfmaps on a map this small"
-                    )
+            problems += self._box_problems(ref)
             if not problems:
                 problems += fit_range_problems(
                     "resolution", ref.shape, ref.pixel_size, self.params.resolution
                 )
         return problems
+
+    def _box_problems(self, ref: Volume) -> list[str]:
+        """The kernel's own box check (the automatic box included), run before the run."""
+        from .kernels.local import _check_box
+
+        p = self.params
+        try:
+            _check_box(ref.shape, p.box or None, p.step or None, p.resolution, ref.pixel_size)
+        except ValueError as exc:
+            name, _, text = str(exc).partition(": ")
+            auto = " (the automatic box; set a smaller box)" if name == "box" and not p.box else ""
+            return [f"param '{name}': {text}{auto}"]
+        return []
 
     def steps(self) -> list[Step]:
         p = self.params
@@ -547,11 +544,16 @@ def locres_step(
     )
     info = read_info(halves[0])
     path = ctx.path("local_resolution.mrc")
-    write_volume(path, res.map, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(path, res.map, **info.placement)
     ctx.output(
         "local_resolution",
         Volume(
-            str(path), src.pixel_size, tuple(res.map.shape), src.origin, voxel_size=src.voxel_size
+            str(path),
+            src.pixel_size,
+            tuple(res.map.shape),
+            src.origin,
+            voxel_size=src.voxel_size,
+            origin_field=src.origin_field,
         ),
     )
     inside = res.map[mask > 0.5] if mask is not None else res.map.ravel()
