@@ -9,13 +9,17 @@ Causes, each with a sentence:
   input object's files no longer match the data version recorded for them;
 * ``UPSTREAM`` — an input produced by another run changed since this run used it, or that
   run is itself stale;
-* ``MISSING``  — the run has not finished, or an output (object or file) is gone.
+* ``MISSING``  — the run has not finished, or an output (object or file) is gone or was
+  changed: a single object's files are checked against their content hash, the files a step
+  wrote (a set's stacks included) against the size and mtime recorded when it finished
+  (:mod:`emforge.engine.verify`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +30,7 @@ from ..project import Project
 from .execute import effective_status, external_versions
 from .keys import params_dict, step_keys, toposort
 from .runs import load_run
+from .verify import damaged_files
 
 __all__ = ["Cause", "Staleness", "why"]
 
@@ -83,11 +88,15 @@ def why(
                 select(db.objects).where(db.objects.c.run_id == run_id)
             ).mappings()
         ]
-    missing = []
+        damaged = damaged_files(conn, project.path, run_id)
+    missing = [sentence for sentences in damaged.values() for sentence in sentences]
     for out in outputs:
         if out["kind"] in OBJECT_TYPES:
             obj = OBJECT_TYPES[out["kind"]].from_attrs(json.loads(out["attrs_json"]))
-            if Project._object_version(obj) != out["data_version"]:
+            told = any(
+                f"output file {Path(f).resolve()} (" in m for f in obj.files() for m in missing
+            )
+            if not told and Project._object_version(obj) != out["data_version"]:
                 missing.append(
                     f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified"
                 )
@@ -104,7 +113,11 @@ def why(
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
-    stale_steps = [s.name for s in steps if step_rows.get(s.name, {}).get("key") != keys[s.name]]
+    stale_steps = [
+        s.name
+        for s in steps
+        if step_rows.get(s.name, {}).get("key") != keys[s.name] or s.name in damaged
+    ]
 
     changed = _changed_params(executed, params)
     if changed:
