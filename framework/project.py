@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
 
 from . import __version__, db
+from . import paths as _paths
 from . import sets as _sets
 from .errors import EmforgeError, NotFoundError, ParamError, ProjectError
 from .objects import ITEM_TYPES, OBJECT_TYPES, SET_KINDS, DataObject, make_items
@@ -187,13 +188,14 @@ class Project:
         conn: Connection | None = None,
     ) -> int:
         """Register a single typed object; returns its id. Its data version hashes its files."""
+        attrs_json, version = self.stored_attrs(obj)
         row = dict(
             run_id=run_id,
             name=name,
             kind=obj.kind,
             label=label,
-            attrs_json=json.dumps(obj.to_attrs()),
-            data_version=self._object_version(obj),
+            attrs_json=attrs_json,
+            data_version=version,
             count=1,
             created=time.time(),
         )
@@ -202,10 +204,23 @@ class Project:
         with db.write(self.engine) as c:
             return c.execute(insert(db.objects).values(**row)).inserted_primary_key[0]
 
-    @staticmethod
-    def _object_version(obj: DataObject) -> str:
-        h = hashlib.blake2b(json.dumps(obj.to_attrs(), sort_keys=True).encode(), digest_size=16)
-        h.update(file_version(obj.files()).encode())
+    def stored_attrs(self, obj: DataObject) -> tuple[str, str]:
+        """The ``attrs_json`` recording ``obj`` (file paths inside the project relative to its
+        root, see :mod:`emforge.paths`) and the object's data version."""
+        stored = _paths.stored_object(obj, self.path)
+        return json.dumps(stored.to_attrs()), self._version_of_stored(stored)
+
+    def row_version(self, row: Mapping[str, Any]) -> str:
+        """The data version an ``objects`` row of a single object has now: its recorded
+        attributes and the current content of its files (compare with ``data_version``)."""
+        stored = OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
+        return self._version_of_stored(stored)
+
+    def _version_of_stored(self, stored: DataObject) -> str:
+        # the attributes as recorded (so a copied or moved project keeps its versions, and
+        # one recorded with absolute paths keeps its own), the files where they are now
+        h = hashlib.blake2b(json.dumps(stored.to_attrs(), sort_keys=True).encode(), digest_size=16)
+        h.update(file_version(_paths.resolved_object(stored, self.path).files()).encode())
         return h.hexdigest()
 
     def create_set(
@@ -223,6 +238,7 @@ class Project:
         if kind not in SET_KINDS:
             raise ParamError("kind", f"unknown set kind {kind!r}; known: {list(SET_KINDS)}")
         n, cols = _sets.normalise_columns(kind, columns)
+        cols = _paths.stored_columns(cols, self.path)
         if "id" not in cols:
             cols = {"id": np.arange(1, n + 1, dtype=np.int64), **cols}
         elif len(np.unique(cols["id"])) != n:
@@ -255,7 +271,8 @@ class Project:
         row = self.object_row(object_id)
         if row["kind"] in SET_KINDS:
             return EMSet(self, object_id)
-        return OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
+        obj = OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
+        return _paths.resolved_object(obj, self.path)
 
     def object_row(self, object_id: int) -> dict[str, Any]:
         with db.read(self.engine) as conn:
@@ -336,7 +353,7 @@ class EMSet:
     def read(self, *names: str) -> dict[str, np.ndarray]:
         """Columns as numpy arrays (all of them when no name is given)."""
         with db.read(self.project.engine) as conn:
-            return _sets.read_columns(conn, self.id, names or None)
+            return _sets.read_columns(conn, self.id, names or None, root=self.project.path)
 
     def select(
         self,
@@ -368,6 +385,7 @@ class EMSet:
     def append(self, columns: Mapping[str, Any]) -> None:
         """Append items in bulk (one transaction); ids continue after the current maximum."""
         n, cols = _sets.normalise_columns(self.kind, columns)
+        cols = _paths.stored_columns(cols, self.project.path)
         with db.write(self.project.engine) as conn:
             row = conn.execute(
                 select(db.objects.c.count, db.objects.c.data_version).where(
@@ -409,6 +427,7 @@ class EMSet:
             )
         n = len(self)
         _, changed = _sets.normalise_columns(self.kind, changes, fill_defaults=False)
+        changed = _paths.stored_columns(changed, self.project.path)
         for k, v in changed.items():
             if len(v) != n:
                 raise ParamError(k, f"has {len(v)} values for a set of {n} items")

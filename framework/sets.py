@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ from sqlalchemy import Connection, and_, delete, insert, literal, literal_column
 from . import db
 from .columns import SCHEMAS, STR, Column
 from .errors import ParamError
+from .paths import PATH_COLUMNS, resolved_strings
 
 __all__ = [
     "CHUNK",
@@ -300,9 +302,17 @@ def column_names(conn: Connection, object_id: int) -> list[str]:
 
 
 def read_columns(
-    conn: Connection, object_id: int, names: Iterable[str] | None = None
+    conn: Connection,
+    object_id: int,
+    names: Iterable[str] | None = None,
+    *,
+    root: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
-    """Read whole columns back as numpy arrays (strings as object arrays of ``str``)."""
+    """Read whole columns back as numpy arrays (strings as object arrays of ``str``).
+
+    With the project ``root``, path columns come back absolute (they are stored relative to
+    the root when inside the project, see :mod:`emforge.paths`).
+    """
     wanted = column_names(conn, object_id) if names is None else list(names)
     if not wanted:
         return {}
@@ -318,6 +328,8 @@ def read_columns(
     for name, chunk, tag, data, n in rows:
         if chunk == _DICT_CHUNK:
             dictionaries[name] = np.array(json.loads(data), dtype=object)
+            if root is not None and name in PATH_COLUMNS:
+                dictionaries[name] = resolved_strings(dictionaries[name], root)
             continue
         tags[name] = tag
         values = np.frombuffer(data, dtype=np.int32 if tag == "str" else np.dtype(tag))

@@ -2,16 +2,29 @@
 
 from .context import StepContext
 from .execute import effective_status, execute_run, reset_run
-from .protocol import Input, Level, Output, Protocol, ProtocolParams, ShownWhen, Step, param
+from .protocol import (
+    Input,
+    Level,
+    Output,
+    PathParam,
+    Protocol,
+    ProtocolParams,
+    ShownWhen,
+    SourcePath,
+    Step,
+    param,
+)
 from .runs import create_run, load_run
 
 __all__ = [
     "Input",
     "Level",
     "Output",
+    "PathParam",
     "Protocol",
     "ProtocolParams",
     "ShownWhen",
+    "SourcePath",
     "Step",
     "StepContext",
     "create_run",

@@ -31,9 +31,9 @@ from ..errors import EmforgeError
 from ..project import Project, file_version
 from .context import StepContext, StepOutcome
 from .executors import Executor, WorkerDied, make_executor
-from .keys import canonical_json, params_dict, step_keys, toposort
+from .keys import canonical_json, step_keys, toposort
 from .protocol import Step
-from .runs import LoadedRun, load_run
+from .runs import LoadedRun, check_sources, load_run
 from .verify import damaged_files, ensure_table, record_files, remove_leftovers
 
 __all__ = ["execute_run", "effective_status", "RunAborted", "HEARTBEAT_S", "STALE_AFTER_S"]
@@ -47,9 +47,15 @@ class RunAborted(KeyboardInterrupt):
     """Raised in the engine by SIGTERM (or Ctrl-C) to stop a run cleanly."""
 
 
-def external_versions(instance: Any) -> dict[str, str]:
-    """Content versions of a run's external files, keyed ``file:<path>``."""
-    return {f"file:{p}": file_version([p]) for p in instance.external_files()}
+def external_versions(instance: Any, root: Any = None) -> dict[str, str]:
+    """Content versions of a run's external files, keyed ``file:<path>`` (the path in its
+    stored form when ``root``, the project root, is given: see :mod:`emforge.paths`)."""
+    from ..paths import to_stored
+
+    return {
+        f"file:{to_stored(root, p) if root is not None else p}": file_version([p])
+        for p in instance.external_files()
+    }
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -111,7 +117,7 @@ class _Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-def _outputs_intact(conn: Connection, run_id: int, step: str) -> bool:
+def _outputs_intact(conn: Connection, project: Project, run_id: int, step: str) -> bool:
     rows = (
         conn.execute(
             select(db.objects).where((db.objects.c.run_id == run_id) & (db.objects.c.step == step))
@@ -120,13 +126,9 @@ def _outputs_intact(conn: Connection, run_id: int, step: str) -> bool:
         .all()
     )
     for row in rows:
-        attrs = json.loads(row["attrs_json"])
         if row["kind"].startswith("SetOf"):
             continue
-        from ..objects import OBJECT_TYPES
-
-        obj = OBJECT_TYPES[row["kind"]].from_attrs(attrs)
-        if Project._object_version(obj) != row["data_version"]:
+        if project.row_version(row) != row["data_version"]:
             return False
     return True
 
@@ -141,10 +143,11 @@ def _register(
         conn.execute(delete(db.set_columns).where(db.set_columns.c.object_id == old))
     if reg["type"] == "object":
         obj = reg["object"]
+        attrs_json, version = project.stored_attrs(obj)
         values = dict(
             kind=obj.kind,
-            attrs_json=json.dumps(obj.to_attrs()),
-            data_version=project._object_version(obj),
+            attrs_json=attrs_json,
+            data_version=version,
             count=1,
             label=reg["label"],
             step=step,
@@ -292,7 +295,7 @@ class _Scheduler:
                     and old["status"] in DONE
                     and old["key"] == self.keys[s.name]
                     and s.name not in damaged
-                    and _outputs_intact(conn, self.run_id, s.name)
+                    and _outputs_intact(conn, self.project, self.run_id, s.name)
                 )
                 status = "skipped" if fresh else "new"
                 self.status[s.name] = status
@@ -453,14 +456,15 @@ def execute_run(
 ) -> str:
     """Run (or resume) a recorded run to its end; returns its final status."""
     loaded = load_run(project, run_id, registry=registry)
+    check_sources(loaded)
     cls = loaded.info.cls
     if effective_status(loaded.row) == "running":
         raise EmforgeError(
             f"run {run_id}: already running (pid {loaded.row['pid']} on {loaded.row['host']})"
         )
     steps = toposort(loaded.instance.steps())
-    external = external_versions(loaded.instance)
-    params = params_dict(loaded.instance.params)
+    external = external_versions(loaded.instance, project.path)
+    params = loaded.key_params
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )

@@ -12,10 +12,20 @@ from sqlalchemy import delete, select, update
 
 from .. import db
 from ..errors import NotFoundError, ParamError, ProjectError, ValidationError
+from ..paths import from_stored
 from ..project import EMSet, Project
 from .execute import effective_status
 from .keys import canonical_json, params_dict
-from .runs import create_run, load_run, materialise, parse_params, run_row
+from .runs import (
+    create_run,
+    load_run,
+    materialise,
+    parse_params,
+    protocol_info,
+    resolved_params,
+    run_row,
+    stored_params,
+)
 
 __all__ = [
     "run_rows",
@@ -101,7 +111,8 @@ def edit_params(
     loaded = load_run(project, run_id, registry=registry)
     if effective_status(loaded.row) == "running":
         raise ProjectError(f"run {run_id}: is running; wait for it or abort it first")
-    merged = {**json.loads(loaded.row["params_json"]), **changes}
+    cls = loaded.info.cls
+    merged = {**resolved_params(project, cls, json.loads(loaded.row["params_json"])), **changes}
     parsed, problems = parse_params(loaded.info.cls, merged)
     if parsed is not None:
         problems += loaded.info.cls(
@@ -110,7 +121,7 @@ def edit_params(
     if problems:
         raise ValidationError(problems)
     assert parsed is not None
-    new = params_dict(parsed)
+    new = stored_params(project, cls, params_dict(parsed))
     old = json.loads(loaded.row["params_json"])
     with db.write(project.engine) as conn:
         conn.execute(
@@ -125,6 +136,7 @@ def rerun(project: Project, run_id: int, *, registry: Any = None) -> int:
     refs = json.loads(row["inputs_json"] or "{}")
     # the params that produced the outputs (a later `runs edit` without resume does not count)
     params = json.loads(row["executed_params_json"] or row["params_json"])
+    params = resolved_params(project, protocol_info(row["protocol_id"], registry).cls, params)
     new_id = create_run(
         project,
         row["protocol_id"],
@@ -182,7 +194,10 @@ def delete_runs(project: Project, run_ids: list[int], *, cascade: bool = False) 
     with db.write(project.engine) as conn:
         for rid in victims:
             folders.append(
-                conn.execute(select(db.runs.c.workdir).where(db.runs.c.id == rid)).scalar()
+                from_stored(
+                    project.path,
+                    conn.execute(select(db.runs.c.workdir).where(db.runs.c.id == rid)).scalar(),
+                )
             )
             conn.execute(delete(db.edges).where(db.edges.c.run_id == rid))
         for rid in victims:

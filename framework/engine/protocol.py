@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,9 @@ __all__ = [
     "Output",
     "Step",
     "param",
+    "PathParam",
+    "SourcePath",
+    "path_params",
     "ShownWhen",
     "Level",
 ]
@@ -115,6 +118,38 @@ def param(
         lt=lt,
         json_schema_extra=extra,
         **kwargs,
+    )
+
+
+@dataclass(frozen=True)
+class PathParam:
+    """Marks a ``str`` param as a path to a file (or a glob pattern) that the run reads.
+
+    Use it through :data:`SourcePath` (``path: SourcePath = param("", "Map file")``). The
+    engine then makes the value absolute when the run is submitted (a relative path means
+    relative to the folder the user was in), stores it relative to the project root when it
+    lies inside the project, reports ``MISSING: <file> is gone`` in ``runs why`` and refuses
+    ``runs resume`` in one line when the file has disappeared. A param is a path by this
+    declaration only, never because its value looks like one. The schema says
+    ``"format": "path"``.
+    """
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = dict(handler(core_schema))
+        schema["format"] = "path"
+        return schema
+
+
+#: the type of a param naming a file (or glob pattern) the run reads, see :class:`PathParam`
+SourcePath = Annotated[str, PathParam()]
+
+
+def path_params(params_cls: type[BaseModel]) -> tuple[str, ...]:
+    """Names of the params of ``params_cls`` declared as paths (:class:`PathParam`)."""
+    return tuple(
+        name
+        for name, info in params_cls.model_fields.items()
+        if any(isinstance(m, PathParam) for m in info.metadata)
     )
 
 

@@ -17,11 +17,12 @@ import pydantic
 from sqlalchemy import Connection, insert, select, update
 
 from .. import __version__, db
-from ..errors import NotFoundError, ValidationError
+from .. import paths as _paths
+from ..errors import InputFileError, NotFoundError, ValidationError
 from ..objects import OBJECT_TYPES, SET_KINDS
 from ..project import EMSet, Project
 from .keys import canonical_json, params_dict
-from .protocol import Protocol, ProtocolParams
+from .protocol import Protocol, ProtocolParams, path_params
 
 __all__ = [
     "ProtocolInfo",
@@ -30,6 +31,10 @@ __all__ = [
     "resolve_inputs",
     "create_run",
     "load_run",
+    "stored_params",
+    "resolved_params",
+    "missing_sources",
+    "check_sources",
 ]
 
 
@@ -67,10 +72,14 @@ def _coerce(value: Any) -> Any:
 def parse_params(
     cls: type[Protocol], params: dict[str, Any] | None
 ) -> tuple[ProtocolParams | None, list[str]]:
-    """Validated params, or ``None`` and one line per problem naming the param."""
+    """Validated params, or ``None`` and one line per problem naming the param.
+
+    Params declared as paths (:class:`~emforge.engine.protocol.PathParam`) come back
+    absolute: a relative one is relative to the current folder, the submitter's.
+    """
     raw = {k: _coerce(v) for k, v in (params or {}).items()}
     try:
-        return cls.Params(**raw), []
+        parsed = cls.Params(**raw)
     except pydantic.ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -86,6 +95,38 @@ def parse_params(
                 )
                 lines.append(f"param '{name}': {err['msg']}{got}")
         return None, lines
+    names = path_params(cls.Params)
+    bad = [n for n in names if "\0" in str(getattr(parsed, n))]
+    if bad:
+        return None, [f"param '{n}': a path cannot contain a NUL character" for n in bad]
+    # a relative path means relative to the folder of whoever submits the run: fix it now
+    absolute = {
+        n: _paths.absolute(v) for n in names if isinstance(v := getattr(parsed, n), str) and v
+    }
+    return (parsed.model_copy(update=absolute) if absolute else parsed), []
+
+
+def _map_path_params(
+    cls: type[Protocol], params: dict[str, Any], fn: Any, root: Any
+) -> dict[str, Any]:
+    out = dict(params)
+    for name in path_params(cls.Params):
+        if isinstance(out.get(name), str) and out[name]:
+            out[name] = fn(root, out[name])
+    return out
+
+
+def stored_params(project: Project, cls: type[Protocol], params: dict[str, Any]) -> dict[str, Any]:
+    """Params as the database records them: path params inside the project made relative."""
+    return _map_path_params(cls, params, _paths.to_stored, project.path)
+
+
+def resolved_params(
+    project: Project, cls: type[Protocol], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Recorded params with their path params absolute again (the inverse of
+    :func:`stored_params`)."""
+    return _map_path_params(cls, params, _paths.from_stored, project.path)
 
 
 def _resolve_one(conn: Connection, ref: Any) -> dict[str, Any]:
@@ -113,10 +154,11 @@ def _resolve_one(conn: Connection, ref: Any) -> dict[str, Any]:
 
 
 def materialise(project: Project, row: dict[str, Any]) -> Any:
-    """The typed object (or set handle) of an objects row."""
+    """The typed object (or set handle) of an objects row, its file paths absolute."""
     if row["kind"] in SET_KINDS:
         return EMSet(project, row["id"], kind=row["kind"], attrs=json.loads(row["attrs_json"]))
-    return OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
+    obj = OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
+    return _paths.resolved_object(obj, project.path)
 
 
 def resolve_inputs(
@@ -201,7 +243,7 @@ def create_run(
     if problems:
         raise ValidationError(problems)
     assert parsed is not None
-    params_json = canonical_json(params_dict(parsed))
+    params_json = canonical_json(stored_params(project, cls, params_dict(parsed)))
     with db.write(project.engine) as conn:
         run_id = conn.execute(
             insert(db.runs).values(
@@ -223,7 +265,9 @@ def create_run(
             conn.execute(insert(db.edges).values(run_id=run_id, direction="in", **e))
         workdir = project.run_dir(run_id, cls.id)
         conn.execute(
-            update(db.runs).where(db.runs.c.id == run_id).values(workdir=os.fspath(workdir))
+            update(db.runs)
+            .where(db.runs.c.id == run_id)
+            .values(workdir=_paths.to_stored(project.path, os.fspath(workdir)))
         )
     return run_id
 
@@ -235,6 +279,13 @@ class LoadedRun:
     instance: Protocol
     recorded_versions: dict[str, str]
     input_rows: dict[str, dict[str, Any]]
+    project: Project
+
+    @property
+    def key_params(self) -> dict[str, Any]:
+        """The params in their recorded form, as step keys hash them (a copied or moved
+        project keeps its keys)."""
+        return stored_params(self.project, self.info.cls, params_dict(self.instance.params))
 
     @property
     def current_versions(self) -> dict[str, str]:
@@ -247,7 +298,9 @@ def run_row(project: Project, run_id: int) -> dict[str, Any]:
         row = conn.execute(select(db.runs).where(db.runs.c.id == int(run_id))).mappings().first()
     if row is None:
         raise NotFoundError(f"run {run_id}: no such run in {project.path}")
-    return dict(row)
+    out = dict(row)
+    out["workdir"] = _paths.from_stored(project.path, out["workdir"])
+    return out
 
 
 def load_run(project: Project, run_id: int, *, registry: Any = None) -> LoadedRun:
@@ -257,7 +310,9 @@ def load_run(project: Project, run_id: int, *, registry: Any = None) -> LoadedRu
     row = run_row(project, run_id)
     info = protocol_info(row["protocol_id"], registry) if registry is not False else None
     assert info is not None
-    params = info.cls.Params.model_validate_json(row["params_json"])
+    params = info.cls.Params.model_validate_json(
+        json.dumps(resolved_params(project, info.cls, json.loads(row["params_json"])))
+    )
     with db.read(project.engine) as conn:
         edge_rows = (
             conn.execute(
@@ -291,4 +346,30 @@ def load_run(project: Project, run_id: int, *, registry: Any = None) -> LoadedRu
             ids[name] = objs_rows[name]["id"] if name in objs_rows else None
     instance = info.cls(params, inputs, input_ids=ids, workdir=Path(row["workdir"]))
     versions = {e["name"]: e["data_version"] for e in edge_rows}
-    return LoadedRun(row, info, instance, versions, objs_rows)
+    return LoadedRun(row, info, instance, versions, objs_rows, project)
+
+
+def missing_sources(loaded: LoadedRun) -> list[str]:
+    """Files a run reads that are gone: path params matching nothing, and recorded external
+    files (hashed into its step keys) that no longer exist."""
+    import glob
+
+    gone: list[str] = []
+    for name in path_params(loaded.info.cls.Params):
+        value = getattr(loaded.instance.params, name)
+        if isinstance(value, str) and value:
+            found = glob.glob(value) if glob.has_magic(value) else os.path.exists(value)
+            if not found:
+                gone.append(value)
+    for key in json.loads(loaded.row.get("external_json") or "{}"):
+        path = _paths.from_stored(loaded.project.path, key.removeprefix("file:"))
+        if key.startswith("file:") and not os.path.exists(path) and path not in gone:
+            gone.append(path)
+    return gone
+
+
+def check_sources(loaded: LoadedRun) -> None:
+    """Refuse (one line naming the file) to execute a run whose source file is gone."""
+    gone = missing_sources(loaded)
+    if gone:
+        raise InputFileError(gone[0], "is gone; restore it or change the param (emforge runs edit)")

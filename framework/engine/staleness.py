@@ -28,8 +28,8 @@ from .. import db
 from ..objects import OBJECT_TYPES
 from ..project import Project
 from .execute import effective_status, external_versions
-from .keys import params_dict, step_keys, toposort
-from .runs import load_run
+from .keys import step_keys, toposort
+from .runs import load_run, materialise, missing_sources
 from .verify import damaged_files
 
 __all__ = ["Cause", "Staleness", "why"]
@@ -89,14 +89,17 @@ def why(
             ).mappings()
         ]
         damaged = damaged_files(conn, project.path, run_id)
+    missing = [f"{path} is gone" for path in missing_sources(loaded)]
+    if missing:  # the run cannot be redone as it is: say so before anything else
+        return Staleness(run_id, "MISSING", [Cause("MISSING", m) for m in missing])
     missing = [sentence for sentences in damaged.values() for sentence in sentences]
     for out in outputs:
         if out["kind"] in OBJECT_TYPES:
-            obj = OBJECT_TYPES[out["kind"]].from_attrs(json.loads(out["attrs_json"]))
+            obj = materialise(project, out)
             told = any(
                 f"output file {Path(f).resolve()} (" in m for f in obj.files() for m in missing
             )
-            if not told and Project._object_version(obj) != out["data_version"]:
+            if not told and project.row_version(out) != out["data_version"]:
                 missing.append(
                     f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified"
                 )
@@ -106,10 +109,10 @@ def why(
     for m in missing:
         causes.append(Cause("MISSING", m))
 
-    params = params_dict(loaded.instance.params)
+    params = loaded.key_params
     executed = json.loads(row["executed_params_json"] or row["params_json"])
     steps = toposort(loaded.instance.steps())
-    external = external_versions(loaded.instance)
+    external = external_versions(loaded.instance, project.path)
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
@@ -154,8 +157,8 @@ def why(
             )
             continue
         if inrow["kind"] in OBJECT_TYPES:
-            obj = OBJECT_TYPES[inrow["kind"]].from_attrs(json.loads(inrow["attrs_json"]))
-            if Project._object_version(obj) != inrow["data_version"]:
+            obj = materialise(project, inrow)
+            if project.row_version(inrow) != inrow["data_version"]:
                 causes.append(
                     Cause(
                         "INPUT",

@@ -30,7 +30,7 @@ from ..errors import InputFileError, ParamError, ValidationError
 from ..project import Project
 from .execute import execute_run
 from .keys import canonical_json, params_dict
-from .runs import create_run, parse_params, protocol_info
+from .runs import create_run, parse_params, protocol_info, stored_params
 from .staleness import why
 
 __all__ = [
@@ -171,7 +171,7 @@ def _fresh_match(
     parsed, problems = parse_params(info.cls, node.params)
     if problems or parsed is None:
         return None
-    wanted_params = canonical_json(params_dict(parsed))
+    wanted_params = canonical_json(stored_params(project, info.cls, params_dict(parsed)))
     wanted_inputs = canonical_json(inputs)
     with db.read(project.engine) as conn:
         candidates = (

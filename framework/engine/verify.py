@@ -24,6 +24,7 @@ from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import OperationalError
 
 from .. import db
+from .. import paths as _paths
 
 __all__ = ["record_files", "damaged_files", "remove_leftovers", "ensure_table"]
 
@@ -36,20 +37,13 @@ def ensure_table(engine: Any) -> None:
     db.step_files.create(engine, checkfirst=True)
 
 
-def _stored(root: Path, path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def _paths_of(registrations: Iterable[dict[str, Any]]) -> list[str]:
     """Distinct values of the path columns of the sets among ``registrations``."""
     paths: dict[str, None] = {}
     for reg in registrations:
         cols = reg.get("columns") if reg["type"] == "set" else reg.get("changes")
         for name, values in (cols or {}).items():
-            if name == "image_path" or name.endswith("_path"):
+            if name in _paths.PATH_COLUMNS or name.endswith("_path"):
                 paths.update(dict.fromkeys(str(v) for v in values.tolist() if v))
     return list(paths)
 
@@ -73,14 +67,14 @@ def record_files(
     c = db.step_files.c
     for paths, replace in ((written, True), (_paths_of(registrations), False)):
         for p in paths:
-            full = Path(p).resolve()
+            full = Path(_paths.from_stored(root, p)).resolve()
             if not full.is_relative_to(workdir) or full.is_relative_to(scratch):
                 continue
             try:
                 st = full.stat()
             except OSError:
                 continue
-            key = _stored(root, str(full))
+            key = _paths.to_stored(root, full)
             where = (c.run_id == run_id) & (c.path == key)
             if conn.execute(select(c.step).where(where)).first() is not None:
                 if not replace:
@@ -104,7 +98,7 @@ def damaged_files(conn: Connection, root: Path, run_id: int) -> dict[str, list[s
         return {}
     out: dict[str, list[str]] = {}
     for path, step, size, mtime_ns in rows:
-        full = root / path
+        full = Path(_paths.from_stored(root, path))
         try:
             st = full.stat()
         except FileNotFoundError:

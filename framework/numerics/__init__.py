@@ -1,4 +1,6 @@
-"""Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`).
+"""Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
+rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
+(:mod:`.symmetry`, :mod:`.asymmetric_unit`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`).
 
 Import from here: ``from emforge.numerics import rfftn, fsc, bfactor_filter``. See the module
 docstrings for the conventions (rfft half-grids, s in 1/Angstrom, shells, Hermitian weights,
@@ -7,6 +9,19 @@ B-factor sign).
 
 from __future__ import annotations
 
+from .asymmetric_unit import (
+    asymmetric_unit_limits,
+    direction_in_asymmetric_unit,
+    in_asymmetric_unit,
+    reduce_to_asymmetric_unit,
+)
+from .ctf import (
+    ctf_2d,
+    ctf_at_frequencies,
+    electron_wavelength,
+    phase_flip_2d,
+    wiener_filter_2d,
+)
 from .fft import (
     backend,
     clear_plan_cache,
@@ -41,6 +56,29 @@ from .fourier import (
     shell_index_rfft,
     spatial_frequency_rfft,
 )
+from .orientations import eman_orientations, so3_grid, so3_grid_size
+from .rotations import (
+    axis_angle_to_matrix,
+    eman_to_euler_zyz,
+    eman_to_matrix,
+    euler_zyz_to_eman,
+    euler_zyz_to_matrix,
+    matrix_to_eman,
+    matrix_to_euler_zyz,
+    quaternion_to_matrix,
+    random_rotations,
+    rotation_angle_between,
+    view_direction,
+)
+from .symmetry import (
+    SymmetrySpec,
+    expand_poses,
+    helical_operators,
+    parse_symmetry,
+    symmetry_axes_rotation,
+    symmetry_matrices,
+    symmetry_order,
+)
 
 __all__ = [
     "backend",
@@ -73,4 +111,34 @@ __all__ = [
     "shell_frequencies",
     "shell_index_rfft",
     "spatial_frequency_rfft",
+    "ctf_2d",
+    "ctf_at_frequencies",
+    "electron_wavelength",
+    "phase_flip_2d",
+    "wiener_filter_2d",
+    "eman_orientations",
+    "so3_grid",
+    "so3_grid_size",
+    "axis_angle_to_matrix",
+    "eman_to_euler_zyz",
+    "eman_to_matrix",
+    "euler_zyz_to_eman",
+    "euler_zyz_to_matrix",
+    "matrix_to_eman",
+    "matrix_to_euler_zyz",
+    "quaternion_to_matrix",
+    "random_rotations",
+    "rotation_angle_between",
+    "view_direction",
+    "SymmetrySpec",
+    "asymmetric_unit_limits",
+    "direction_in_asymmetric_unit",
+    "expand_poses",
+    "helical_operators",
+    "in_asymmetric_unit",
+    "parse_symmetry",
+    "reduce_to_asymmetric_unit",
+    "symmetry_axes_rotation",
+    "symmetry_matrices",
+    "symmetry_order",
 ]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emforge.engine import Output, Protocol, ProtocolParams, Step, StepContext, param
+from emforge.engine import Output, Protocol, ProtocolParams, SourcePath, Step, StepContext, param
 from emforge.errors import EmforgeError, InputFileError, ParamError
 
 from ._protocols import (
@@ -91,12 +91,12 @@ class ImportParticles(Protocol):
     help = "Import a particle stack (MRC), optionally with a RELION STAR file carrying poses, CTF and coordinates."
 
     class Params(ProtocolParams):
-        stack: str = param(
+        stack: SourcePath = param(
             "",
             "Particle stack (.mrcs/.mrc); optional when the STAR file names the images",
             section="Input",
         )
-        star: str = param(
+        star: SourcePath = param(
             "", "RELION STAR file with the particles' metadata (optional)", section="Input"
         )
         pixel_size: float = param(
@@ -158,7 +158,7 @@ class ImportTomograms(_ImportMany):
     output = "tomograms"
 
     class Params(ProtocolParams):
-        path: str = param("", "Tomogram file or glob pattern", section="Input")
+        path: SourcePath = param("", "Tomogram file or glob pattern", section="Input")
         pixel_size: float = param(
             -1.0,
             _PX_HELP + "; TIFF files without resolution tags have none",
@@ -240,7 +240,7 @@ class ImportCoordinates3D(Protocol):
     help = "Import 3D particle coordinates from a RELION/Warp STAR file, a plain text x y z table or EMAN2 info JSON."
 
     class Params(ProtocolParams):
-        path: str = param(
+        path: SourcePath = param(
             "", "Coordinates file (.star, .txt/.coords, or EMAN2 info/*_info.json)", section="Input"
         )
         format: Literal["auto", "star", "text", "eman2"] = param(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from emforge.engine import Output, Protocol, ProtocolParams, Step, StepContext, param
+from emforge.engine import Output, Protocol, ProtocolParams, SourcePath, Step, StepContext, param
 from emforge.errors import ParamError
 from emforge.objects import Volume, VolumeMask
 
@@ -124,7 +124,7 @@ def import_volume_step(
 
 
 class _VolumeParams(ProtocolParams):
-    path: str = param("", "Map file (MRC/CCP4, TIFF or EM)", section="Input")
+    path: SourcePath = param("", "Map file (MRC/CCP4, TIFF or EM)", section="Input")
     pixel_size: float = param(-1.0, _PX_HELP, unit="Å", section="Input")
 
 
@@ -135,8 +135,8 @@ class ImportVolume(Protocol):
     help = "Import one 3D map (optionally with its two half maps) as a Volume."
 
     class Params(_VolumeParams):
-        half1: str = param("", "First half map (optional)", section="Half maps")
-        half2: str = param("", "Second half map (optional)", section="Half maps")
+        half1: SourcePath = param("", "First half map (optional)", section="Half maps")
+        half2: SourcePath = param("", "Second half map (optional)", section="Half maps")
 
     outputs = {"volume": Output("Volume", "the imported map (float32 MRC in the project)")}
 

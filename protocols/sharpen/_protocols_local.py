@@ -11,7 +11,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emforge.engine import Input, Level, Output, Protocol, ProtocolParams, Step, StepContext, param
+from emforge.engine import (
+    Input,
+    Level,
+    Output,
+    Protocol,
+    ProtocolParams,
+    SourcePath,
+    Step,
+    StepContext,
+    param,
+)
 from emforge.objects import Volume
 
 from ._common import (
@@ -150,7 +160,9 @@ class SharpenModel(_HalfmapInputs):
     citations = ("Terwilliger T.C. et al. (2018) Acta Cryst D74:545-559",)
 
     class Params(ProtocolParams):
-        model: str = param("", "Atomic model (PDB or mmCIF) in the map's frame", section="Input")
+        model: SourcePath = param(
+            "", "Atomic model (PDB or mmCIF) in the map's frame", section="Input"
+        )
         resolution: float = param(
             0.0, "Map resolution (model map computed to it)", unit="Å", section="Input", gt=0
         )

@@ -28,7 +28,8 @@ def particle_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     mics = np.array([f"mic_{i:03d}.mrc" for i in range(7)], dtype=object)
     return {
-        "image_path": np.array(["stack_a.mrcs", "stack_b.mrcs"], dtype=object)[
+        # stacks outside the project: stored (and read back) exactly as given
+        "image_path": np.array(["/data/stack_a.mrcs", "/data/stack_b.mrcs"], dtype=object)[
             rng.integers(0, 2, n)
         ],
         "image_index": rng.integers(0, 10_000, n),
@@ -189,7 +190,9 @@ def test_copy_with_changed_columns(
     project: Project, parts: EMSet, cols: dict[str, np.ndarray]
 ) -> None:
     before = parts.read()
-    new_paths = np.array([f"Runs/000002_x/extra/p_{i}.mrcs" for i in range(N)], dtype=object)
+    new_paths = np.array(
+        [str(project.path / f"Runs/000002_x/extra/p_{i}.mrcs") for i in range(N)], dtype=object
+    )
     new_index = np.arange(N)[::-1].copy()
     copy = parts.copy(
         {"image_path": new_paths, "image_index": new_index, "ex_float": np.zeros(N)},

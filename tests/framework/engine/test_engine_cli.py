@@ -306,7 +306,7 @@ def test_describe_prints_every_param_with_type_default_unit_help(capsys):
         idx = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name} ("))
         head = lines[idx]
         assert f"default {field.default!r}" in head, head
-        assert ("float" if name == "pixel_size" else "str") in head, head
+        assert ("float" if name == "pixel_size" else "path") in head, head  # declared SourcePath
         assert field.description and lines[idx + 1].strip() == field.description
     px = next(line for line in lines if line.strip().startswith("pixel_size ("))
     assert "unit Å" in px

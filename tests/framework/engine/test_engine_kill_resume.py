@@ -25,6 +25,7 @@ from toyprotocols import N_CHAIN, output_bytes
 from emforge import db
 from emforge.engine import create_run, effective_status, execute_run
 from emforge.engine.runs import run_row
+from emforge.paths import from_stored
 from emforge.project import Project
 
 STEP_S = 0.1  # seconds each toy step sleeps (half before writing its file, half after)
@@ -49,7 +50,10 @@ def _registered_bytes(project: Project, run_id: int) -> dict[str, bytes]:
         rows = conn.exec_driver_sql(
             "SELECT name, attrs_json FROM objects WHERE run_id = ?", (run_id,)
         ).all()
-    return {name: Path(json.loads(attrs)["path"]).read_bytes() for name, attrs in rows}
+    return {
+        name: Path(from_stored(project.path, json.loads(attrs)["path"])).read_bytes()
+        for name, attrs in rows
+    }
 
 
 def _forked_run(path: str, run_id: int, registry) -> None:
