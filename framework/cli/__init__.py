@@ -50,13 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     p = proj.add_parser("init", help="create a project folder")
-    p.add_argument("path")
+    p.add_argument("path", help="the project folder to create")
     p.set_defaults(func=c.project_init)
     p = proj.add_parser("show", help="summary of a project")
-    p.add_argument("path", nargs="?", default=None)
+    p.add_argument(
+        "path", nargs="?", default=None, help="project folder (default: $EMFORGE_PROJECT or .)"
+    )
     p.set_defaults(func=c.project_show)
     p = proj.add_parser("list", help="projects found under a folder")
-    p.add_argument("root", nargs="?", default=".")
+    p.add_argument("root", nargs="?", default=".", help="folder to search (default: .)")
     p.set_defaults(func=c.project_list)
 
     prot = sub.add_parser("protocols", help="list and describe protocols").add_subparsers(
@@ -66,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         func=c.protocols_list
     )
     p = prot.add_parser("describe", help="every param with type, default, units and help")
-    p.add_argument("protocol")
+    p.add_argument("protocol", help="protocol id, e.g. import.volume")
     p.add_argument("--json", action="store_true", help="print the params JSON schema")
     p.set_defaults(func=c.protocols_describe)
 
     p = sub.add_parser("run", help="run a protocol in a project")
-    p.add_argument("protocol")
+    p.add_argument("protocol", help="protocol id, e.g. import.volume (see: protocols list)")
     _project_arg(p)
     _params_args(p)
     p.add_argument(
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=REF",
         help="an input: RUN.output (e.g. 1.volume) or an object id; repeat for multiple",
     )
-    p.add_argument("--label", default="")
+    p.add_argument("--label", default="", help="a label for the run, shown by runs list")
     p.add_argument(
         "--detach", action="store_true", help="run in a background process and return at once"
     )
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("why", "FRESH / STALE / MISSING, with causes"),
         ("resume", "continue a run, skipping fresh steps"),
         ("restart", "redo every step of a run"),
+        ("stop", "stop a running run (it becomes aborted, resumable)"),
         ("rerun", "a new run from a run's recorded provenance"),
         ("delete", "delete runs"),
         ("edit", "change params of a recorded run (then: runs why / runs resume)"),
@@ -106,15 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
         p = runs.add_parser(name, help=helptext)
         _project_arg(p)
         if name != "list":
-            p.add_argument("run", type=int, nargs="+" if name == "delete" else None)
+            p.add_argument(
+                "run",
+                type=int,
+                nargs="+" if name == "delete" else None,
+                help="run id(s)" if name == "delete" else "run id (see: runs list)",
+            )
         if name in ("resume", "edit"):
             _params_args(p)
         if name in ("resume", "restart", "rerun"):
-            p.add_argument("--detach", action="store_true")
+            p.add_argument(
+                "--detach", action="store_true", help="run in a background process, return at once"
+            )
             _exec_args(p)
         if name == "delete":
             p.add_argument(
                 "--cascade", action="store_true", help="also delete the runs that depend on them"
+            )
+        if name == "resume":
+            p.add_argument(
+                "--cascade",
+                action="store_true",
+                help="first resume the upstream runs that are stale or unfinished",
             )
         p.set_defaults(func=getattr(c, f"runs_{name}"))
 
@@ -130,15 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     p = tpl.add_parser("run", help="run a template's nodes in order, skipping fresh ones")
-    p.add_argument("file")
+    p.add_argument(
+        "file",
+        help="template file, or the name of one shipped with emforge "
+        "(demo, masks_pipeline, postprocess_pipeline)",
+    )
     _project_arg(p)
-    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM=VALUE",
+        help="set a param of a node (JSON values allowed), e.g. --set map.path=emd_3488.mrc; "
+        "'$name' placeholders must be set; repeatable",
+    )
     _exec_args(p)
     p.set_defaults(func=c.template_run)
     p = tpl.add_parser("export", help="write a template reproducing runs")
-    p.add_argument("runs", type=int, nargs="+")
+    p.add_argument("runs", type=int, nargs="+", help="run ids to include (with their inputs)")
     _project_arg(p)
-    p.add_argument("-o", "--output", default="-")
+    p.add_argument("-o", "--output", default="-", help="template file to write (default: stdout)")
     p.set_defaults(func=c.template_export)
     p = tpl.add_parser("schema", help="print the JSON schema of template files")
     p.set_defaults(func=c.template_schema)
@@ -154,21 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     p = plugin.add_parser("new", help="scaffold an installable plugin package")
-    p.add_argument("name")
-    p.add_argument("--dest", default=".")
+    p.add_argument("name", help="plugin name (a Python identifier), e.g. myplug")
+    p.add_argument("--dest", default=".", help="folder to create emforge-NAME in (default: .)")
     p.set_defaults(func=c.plugin_new)
 
-    p = sub.add_parser("export", help="export an object: a volume to MRC, a set to STAR")
+    p = sub.add_parser(
+        "export", help="export an object: a volume to MRC, a set to STAR, an FSC to STAR/XML/CSV"
+    )
     _project_arg(p)
-    p.add_argument("object", help="object id or RUN.output")
-    p.add_argument("output", help="file to write (.mrc for volumes, .star for sets)")
+    p.add_argument("object", help="object id or RUN.output (e.g. 3.fsc)")
+    p.add_argument(
+        "output",
+        help="file to write: .mrc for volumes and masks, .star for sets; an FSC to .star "
+        "(RELION postprocess), .xml (EMDB FSC) or .csv",
+    )
     p.set_defaults(func=c.export)
 
     p = sub.add_parser(
         "demo", help="create a demo project and run the demo workflow on generated data"
     )
-    p.add_argument("path", nargs="?", default="emforge-demo")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "path", nargs="?", default="emforge-demo", help="demo folder (default: emforge-demo)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="parallel workers (default: number of cores)"
+    )
     p.set_defaults(func=c.demo)
     return parser
 
@@ -177,7 +214,13 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=None, help="parallel workers (default: number of cores)"
     )
-    p.add_argument("--executor", choices=("local", "inline", "dask"), default="local")
+    p.add_argument(
+        "--executor",
+        choices=("local", "inline", "dask"),
+        default="local",
+        help="where steps run: local (worker processes, default), inline (this process, "
+        "one at a time), dask (a Dask cluster: --scheduler, else a local one)",
+    )
     p.add_argument(
         "--scheduler", default=None, help="Dask scheduler address (with --executor dask)"
     )

@@ -30,6 +30,7 @@ _WHERE = {
     "read_star_blocks": "star",
     "write_coordinates3d_star": "star",
     "write_particles_star": "star",
+    "write_fsc": "fsc",
 }
 
 
@@ -58,6 +59,7 @@ __all__ = [
     "read_tiff_volume",
     "read_volume",
     "write_coordinates3d_star",
+    "write_fsc",
     "write_particles_star",
     "write_stack",
     "write_volume",

@@ -1,14 +1,16 @@
 """RELION STAR files (particles, 3D coordinates, generic blocks), through :mod:`starfile`.
 
 Particle tables map to the columns of :data:`emforge.columns.PARTICLE_COLUMNS`; every other
-STAR column is kept as an *extra* column under its STAR name (int64, float64 or str) and is
-written back unchanged. Conventions (0-based image index, shifts in Å with RELION's sign, the
-STAR file as pixel-size authority) are in ``docs/conventions.md``.
+STAR column is kept as an *extra* column under its STAR name (int64, float64 or str; an
+emforge-only ``rlnEmforgeMyNote`` as ``my_note``) and is written back unchanged. The writers
+are in ``_star_writer.py``. Conventions (0-based image index, shifts in Å with RELION's sign,
+the STAR file as pixel-size authority) are in ``docs/conventions.md``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,6 @@ import starfile
 
 from ..columns import COORDINATE3D_COLUMNS, PARTICLE_COLUMNS, STR
 from ..errors import InputFileError, ParamError
-from .mrc import atomic_target
 
 __all__ = [
     "StarInfo",
@@ -82,7 +83,6 @@ _STRING_LABELS = [
     "rlnTomoParticleName",
     "rlnEmforgeTag",
 ]
-_FLOAT_FORMAT = "%.12g"
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class StarInfo:
         STAR labels kept as extra columns.
     relion31 : bool
         True when the file had a data_optics block.
+    labels : list of str
+        The labels of the particle block, in file order.
     """
 
     path: str
@@ -108,6 +110,24 @@ class StarInfo:
     optics: list[dict] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     relion31: bool = True
+    labels: list[str] = field(default_factory=list)
+
+    def as_attrs(self) -> dict:
+        """What a set keeps of its STAR source (JSON-safe): optics rows and particle labels.
+
+        :func:`write_particles_star` takes them back (``optics=``, ``labels=``).
+        """
+        rows = [{str(k): _plain(v) for k, v in row.items()} for row in self.optics]
+        return {"optics": rows, "labels": list(self.labels)}
+
+
+def _plain(value):
+    """A STAR cell as a JSON-safe Python value (NaN and missing -> None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if _missing(value):
+        return None
+    return value if isinstance(value, int | float | str) else str(value)
 
 
 # --------------------------------------------------------------------------- generic
@@ -330,151 +350,34 @@ def read_particles_star(
             pixels = _typed(path, old, _as_array(particles[old]), np.dtype(np.float64))
             out[f"shift_{axis}"] = pixels * out["pixel_size"]
     used = _CONSUMED | set(_PARTICLE_LABELS.values()) | set(_OPTICS_LABELS.values())
-    extras = [c for c in particles.columns if c not in used]
-    for label in extras:
-        out[label] = _as_array(particles[label])
+    extras = []
+    for label in particles.columns:
+        if label not in used:
+            ours = extra_name(label)
+            extras.append(label if ours in schema or ours in out else ours)
+            out[extras[-1]] = _as_array(particles[label])
     optics_rows = [] if optics is None else optics.to_dict(orient="records")
-    info = StarInfo(str(path), name, optics_rows, extras, relion31=optics is not None)
+    labels = [str(c) for c in particles.columns]
+    info = StarInfo(str(path), name, optics_rows, extras, optics is not None, labels)
     return out, info
 
 
-def _check_columns(columns: dict, required: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
-    cols = {k: np.asarray(v) for k, v in columns.items()}
-    for name in required:
-        if name not in cols:
-            raise ParamError("columns", f"missing required column {name}")
-    lengths = {k: v.shape[0] if v.ndim else -1 for k, v in cols.items()}
-    if len(set(lengths.values())) > 1 or min(lengths.values(), default=0) < 0:
-        raise ParamError("columns", f"columns differ in length: {lengths}")
-    return cols, next(iter(lengths.values()), 0)
+def extra_name(label: str) -> str:
+    """The column name of an extra STAR label: ``rlnEmforgeMyNote`` -> ``my_note``, others
+    unchanged (the inverse of :func:`star_label`)."""
+    rest = label.removeprefix("rlnEmforge")
+    if rest == label or not rest:
+        return label
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", rest).lower()
 
 
-def _worth_writing(values: np.ndarray, default) -> bool:
-    """Skip standard columns that only hold their 'unset' default (NaN, 0 for ids, '')."""
-    if values.dtype == object:
-        return any(v != "" for v in values)
-    if isinstance(default, float) and np.isnan(default):
-        return bool(np.any(~np.isnan(values.astype(np.float64))))
-    return True
-
-
-def _star_names(cols: dict[str, np.ndarray], star_path: Path) -> list[str]:
-    folder = os.path.dirname(os.path.abspath(star_path))
-    unique, inverse = np.unique(cols["image_path"].astype(str), return_inverse=True)
-    rel = []
-    for p in unique:
-        inside = os.path.isabs(p) and os.path.commonpath([folder, os.path.abspath(p)]) == folder
-        rel.append(os.path.relpath(p, folder) if inside else p)
-    names = np.array(rel, dtype=object)[inverse]
-    index = cols["image_index"].astype(np.int64)
-    if np.any(index < 0):
-        raise ParamError("columns", "image_index must be >= 0")
-    return [f"{i + 1:06d}@{p}" for i, p in zip(index.tolist(), names, strict=True)]
-
-
-def _optics_table(cols, n: int, image_size, optics) -> tuple[pd.DataFrame, np.ndarray]:
-    """Group particles by (original group, pixel size, voltage, Cs, amplitude contrast)."""
-    keys = pd.DataFrame({"orig": cols.get("rlnOpticsGroup", np.zeros(n, np.int64))})
-    for ours, label in _OPTICS_LABELS.items():
-        keys[label] = cols[ours].astype(np.float64) if ours in cols else np.nan
-    groups = keys.drop_duplicates().sort_values(list(keys.columns)).reset_index(drop=True)
-    groups["rlnOpticsGroup"] = np.arange(1, len(groups) + 1)
-    number = keys.merge(groups, how="left", on=list(keys.columns))["rlnOpticsGroup"].to_numpy()
-    originals = list(optics or [])
-    rows = []
-    for g in groups.itertuples(index=False):
-        values = g._asdict()
-        row = {"rlnOpticsGroup": values.pop("rlnOpticsGroup"), "rlnOpticsGroupName": ""}
-        orig = values.pop("orig")
-        match = next((o for o in originals if _same_group(o, orig, values)), {})
-        row["rlnOpticsGroupName"] = (
-            match.get("rlnOpticsGroupName") or f"opticsGroup{row['rlnOpticsGroup']}"
-        )
-        row.update(values)
-        if image_size is not None:
-            row["rlnImageSize"] = int(image_size)
-        row.setdefault("rlnImageDimensionality", 2)
-        row.update({k: v for k, v in match.items() if k not in row})
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    table = table[[c for c in table.columns if not table[c].isna().all()]]
-    return table, number
-
-
-def _same_group(row: dict, orig, values: dict) -> bool:
-    if orig and row.get("rlnOpticsGroup") != orig:
-        return False
-    for label, value in values.items():
-        have = row.get(label)
-        if have is not None and not np.isnan(value) and not np.isclose(float(have), value):
-            return False
-    return True
-
-
-def _frame(pairs: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
-    data = {}
-    for label, values in pairs:
-        if label not in data:
-            data[label] = pd.Series(values.astype(object) if values.dtype == object else values)
-    return pd.DataFrame(data)
-
-
-def write_particles_star(
-    path: str | os.PathLike,
-    columns: dict[str, np.ndarray],
-    *,
-    image_size: int | None = None,
-    optics: list[dict] | None = None,
-) -> None:
-    """Write particles as a RELION 3.1 STAR file (data_optics + data_particles), atomically.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Target STAR file.
-    columns : dict of str to numpy.ndarray
-        Our particle columns (``image_path``, ``image_index``, ``pixel_size`` required) and
-        extra columns, written back under their names. Standard columns holding only their
-        unset default (all NaN, all '') are left out; ``subset``/``class_id`` all 0 too.
-    image_size : int, optional
-        Box size written as rlnImageSize in data_optics.
-    optics : list of dict, optional
-        Original data_optics rows (``StarInfo.optics``): a written group that matches one
-        (same rlnOpticsGroup when given as an extra, same values) takes its name and its other
-        fields (e.g. rlnMtfFileName, rlnMicrographOriginalPixelSize).
-
-    Notes
-    -----
-    Optics groups are the unique (rlnOpticsGroup extra, pixel size, voltage, Cs, amplitude
-    contrast) combinations, numbered from 1. Image paths inside the STAR file's folder are
-    written relative to it; others as given. Image numbers are 1-based (``image_index + 1``).
-    """
-    path = Path(path)
-    cols, n = _check_columns(columns, ("image_path", "image_index", "pixel_size"))
-    optics_df, group = _optics_table(cols, n, image_size, optics)
-    schema = {c.name: c for c in PARTICLE_COLUMNS}
-    pairs = [("rlnImageName", np.array(_star_names(cols, path), dtype=object))]
-    for ours, label in _PARTICLE_LABELS.items():
-        if ours in cols and _worth_writing(cols[ours], schema[ours].default):
-            if ours in ("subset", "class_id") and not np.any(cols[ours]):
-                continue
-            pairs.append((label, cols[ours].astype(schema[ours].dtype)))
-    pairs.append(("rlnOpticsGroup", group.astype(np.int64)))
-    pairs += [(k, v) for k, v in cols.items() if k not in schema]
-    text = starfile.to_string(
-        {"optics": optics_df, "particles": _frame(pairs)},
-        float_format=_FLOAT_FORMAT,
-        na_rep="nan",
-    )
-    _write_text(path, text)
-
-
-def _write_text(path: Path, text: str) -> None:
-    # starfile stamps the time in its first comment; a fixed line keeps equal data equal bytes
-    if text.startswith("# Created by the starfile"):
-        text = "# written by emforge" + text[text.index("\n") :]
-    with atomic_target(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def star_label(name: str) -> str:
+    """The STAR label of an extra column: RELION labels (``rln...``) as they are, any other
+    name as an emforge-only label, ``my_note`` -> ``rlnEmforgeMyNote``."""
+    if name.startswith("rln"):
+        return name
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
+    return "rlnEmforge" + "".join(p[:1].upper() + p[1:] for p in parts)
 
 
 # --------------------------------------------------------------------------- 3D coordinates
@@ -524,39 +427,10 @@ def read_coordinates3d_star(
     used = set(_COORD_LABELS.values()) | {tomo, "rlnImagePixelSize", "rlnPixelSize"}
     for label in table.columns:
         if label not in used:
-            out[label] = _as_array(table[label])
+            ours = extra_name(label)
+            out[label if ours in schema or ours in out else ours] = _as_array(table[label])
     return out
 
 
-def write_coordinates3d_star(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> None:
-    """Write 3D coordinates as a STAR file (data_optics when pixel sizes are known), atomically.
-
-    ``x, y, z`` are required (pixels); ``tomogram`` is written as rlnTomoName, angles as
-    rlnAngleRot/Tilt/Psi, ``pixel_size`` as rlnImagePixelSize of one optics group per value;
-    extra columns under their names.
-    """
-    path = Path(path)
-    cols, n = _check_columns(columns, ("x", "y", "z"))
-    schema = {c.name: c for c in COORDINATE3D_COLUMNS}
-    pairs = []
-    if "tomogram" in cols and _worth_writing(cols["tomogram"], ""):
-        pairs.append(("rlnTomoName", cols["tomogram"].astype(object)))
-    for ours, label in _COORD_LABELS.items():
-        if ours in cols and _worth_writing(cols[ours], schema[ours].default):
-            pairs.append((label, cols[ours].astype(schema[ours].dtype)))
-    blocks: dict[str, pd.DataFrame] = {}
-    px = cols.get("pixel_size")
-    if px is not None and np.any(np.isfinite(px.astype(np.float64))):
-        unique, group = np.unique(px.astype(np.float64), return_inverse=True)
-        blocks["optics"] = pd.DataFrame(
-            {
-                "rlnOpticsGroup": np.arange(1, len(unique) + 1),
-                "rlnOpticsGroupName": [f"opticsGroup{i}" for i in range(1, len(unique) + 1)],
-                "rlnImagePixelSize": unique,
-            }
-        )
-        pairs.append(("rlnOpticsGroup", group.astype(np.int64) + 1))
-    pairs += [(k, v) for k, v in cols.items() if k not in schema]
-    blocks["particles"] = _frame(pairs)
-    text = starfile.to_string(blocks, float_format=_FLOAT_FORMAT, na_rep="nan")
-    _write_text(path, text)
+# the writers live in their own module; they are part of this module's API
+from ._star_writer import write_coordinates3d_star, write_particles_star  # noqa: E402

@@ -22,11 +22,16 @@ from ._protocols import (
 __all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
 
 
-def _particle_columns(stack: str, star: str, pixel_size: float) -> dict[str, np.ndarray]:
+def _particle_columns(
+    stack: str, star: str, pixel_size: float, *, star_attrs: dict | None = None
+) -> dict[str, np.ndarray]:
+    """The set's columns; ``star_attrs`` (a dict) receives what export needs of the STAR file."""
     from emforge.io import read_info, read_particles_star
 
     if star:
-        cols, _info = read_particles_star(star, pixel_size=pixel_size if pixel_size > 0 else None)
+        cols, info = read_particles_star(star, pixel_size=pixel_size if pixel_size > 0 else None)
+        if star_attrs is not None:
+            star_attrs.update(info.as_attrs())
         if stack:  # the stack given explicitly replaces the paths written in the STAR file
             cols["image_path"] = np.full(
                 len(cols["image_index"]), os.path.abspath(stack), dtype=object
@@ -69,18 +74,14 @@ def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
 
 
 def import_particles_step(ctx: StepContext, *, stack: str, star: str, pixel_size: float) -> dict:
-    cols = _particle_columns(stack, star, pixel_size)
+    star_attrs: dict = {}
+    cols = _particle_columns(stack, star, pixel_size, star_attrs=star_attrs)
     box = _check_images(cols)
-    ctx.output_set(
-        "particles",
-        "SetOfParticles",
-        cols,
-        attrs={
-            "box": list(box),
-            "pixel_size": float(np.median(cols["pixel_size"])),
-            "source": star or stack,
-        },
-    )
+    attrs = {"box": list(box), "pixel_size": float(np.median(cols["pixel_size"]))}
+    attrs["source"] = star or stack
+    if star_attrs:  # the optics table and labels, for a RELION-ready export
+        attrs["star"] = star_attrs
+    ctx.output_set("particles", "SetOfParticles", cols, attrs=attrs)
     return {"count": int(len(cols["image_index"])), "box": list(box)}
 
 

@@ -259,7 +259,7 @@ def test_sigterm_aborts_and_resume_finishes(project, registry):
         assert child.is_alive() and time.monotonic() < deadline
         time.sleep(0.005)
     time.sleep(0.1)
-    with pytest.raises(EmforgeError, match="already running"):
+    with pytest.raises(EmforgeError, match="is running in process"):
         execute_run(project, rid, registry=registry, workers=1)
     with pytest.raises(ProjectError, match="running"):
         edit_params(project, rid, {"tail": 3.0}, registry=registry)

@@ -111,7 +111,7 @@ def test_real_star_round_trip(name, tmp_path):
     cols, info = read_particles_star(PARTICLES / name)
     out = tmp_path / "sub" / "exported.star"
     out.parent.mkdir()
-    write_particles_star(out, cols, image_size=64, optics=info.optics)
+    write_particles_star(out, cols, image_size=64, optics=info.optics, labels=info.labels)
     back, info2 = read_particles_star(out)
     _assert_same(cols, back, COMPARED + ["image_path", "micrograph"])
     assert set(info.extra_columns) <= set(info2.extra_columns) | {"rlnOpticsGroup"}
@@ -140,7 +140,7 @@ def test_image_names_written_one_based_and_relative(tmp_path):
     write_particles_star(tmp_path / "p.star", cols)
     table = starfile.read(tmp_path / "p.star", always_dict=True)["particles"]
     assert list(table["rlnImageName"]) == ["000001@stacks/a.mrcs", "000042@/elsewhere/b.mrcs"]
-    assert list(table["my_note"]) == ["x", "y"]
+    assert list(table["rlnEmforgeMyNote"]) == ["x", "y"]  # emforge-only: prefixed
     back, _ = read_particles_star(tmp_path / "p.star")
     assert list(back["image_path"]) == list(cols["image_path"])
     with pytest.raises(ParamError, match="missing required column pixel_size"):
