@@ -313,7 +313,7 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     if suffix not in (".mrc", ".map"):
         raise ParamError("output", f"{path}: a {row['kind']} exports to a .mrc file")
     data, info = read_volume(obj.path)
-    write_volume(path, data, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(path, data, **info.placement)
     return path
 
 

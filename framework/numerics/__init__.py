@@ -1,6 +1,8 @@
 """Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
 rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
-(:mod:`.symmetry`, :mod:`.asymmetric_unit`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`).
+(:mod:`.symmetry`, :mod:`.asymmetric_unit`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`);
+comparators (:mod:`.compare`), 2D alignment (:mod:`.align2d`, :mod:`.refine2d`), 3D rotation and
+scores (:mod:`.align3d`), tilt geometry and missing wedges (:mod:`.tilt`).
 
 Import from here: ``from emforge.numerics import rfftn, fsc, bfactor_filter``. See the module
 docstrings for the conventions (rfft half-grids, s in 1/Angstrom, shells, Hermitian weights,
@@ -9,12 +11,15 @@ B-factor sign).
 
 from __future__ import annotations
 
+from .align2d import Alignment2D, fourier_shrink_2d, rotate_translate_flip, transform_images_2d
+from .align3d import ccc_tomo_thresh, ccf_3d, flc_3d, rotate_volume
 from .asymmetric_unit import (
     asymmetric_unit_limits,
     direction_in_asymmetric_unit,
     in_asymmetric_unit,
     reduce_to_asymmetric_unit,
 )
+from .compare import ccc, cost, frc, frc_band_weights, frc_curve, phase, sqeuclidean
 from .ctf import (
     ctf_2d,
     ctf_at_frequencies,
@@ -57,6 +62,7 @@ from .fourier import (
     spatial_frequency_rfft,
 )
 from .orientations import eman_orientations, so3_grid, so3_grid_size
+from .refine2d import refine_2d
 from .rotations import (
     axis_angle_to_matrix,
     eman_to_euler_zyz,
@@ -79,6 +85,7 @@ from .symmetry import (
     symmetry_matrices,
     symmetry_order,
 )
+from .tilt import missing_wedge_mask, tilt_ctf_2d, tilt_defocus, tilt_series_matrices
 
 __all__ = [
     "backend",
@@ -141,4 +148,24 @@ __all__ = [
     "symmetry_axes_rotation",
     "symmetry_matrices",
     "symmetry_order",
+    "ccc",
+    "cost",
+    "frc",
+    "frc_band_weights",
+    "frc_curve",
+    "phase",
+    "sqeuclidean",
+    "Alignment2D",
+    "fourier_shrink_2d",
+    "rotate_translate_flip",
+    "transform_images_2d",
+    "refine_2d",
+    "ccc_tomo_thresh",
+    "ccf_3d",
+    "flc_3d",
+    "rotate_volume",
+    "missing_wedge_mask",
+    "tilt_ctf_2d",
+    "tilt_defocus",
+    "tilt_series_matrices",
 ]

@@ -1,0 +1,355 @@
+"""2D alignment: EMAN2's ``rotate_translate_flip``, batched N x M (``refine`` is :mod:`.refine2d`).
+
+Conventions
+-----------
+* Images are (y, x) arrays, stacks (n, y, x), square boxes of even size; the rotation centre is
+  the box centre ``n // 2``. A point (x, y) is (column, row); angles are in degrees,
+  counter-clockwise from +x towards +y.
+* An alignment (angle, dx, dy, mirror) brings the **particle onto the reference**:
+  first, if ``mirror``, x -> -x about the centre (EMAN2's x-flip); then a rotation by ``angle``
+  about the centre; then a translation by (dx, dy) pixels (of the input box). The aligned
+  image is ``aligned(T r) = particle(r)`` with ``T r = R(angle) M r + (dx, dy)``
+  (:func:`transform_images_2d` applies it).
+* Relation to RELION: a particle with pose (rot, tilt, psi0 + a) and origin o (pixels,
+  ``rlnOriginX/Y``) against a reference projected at (rot, tilt, psi0) aligns with
+  ``angle = a`` and ``(dx, dy) = R(a) o`` (so ``o = R(-a) (dx, dy)``); see docs/conventions.md.
+* Scores follow EMAN2: ``score`` is ``-ccc`` of the aligned particle with the reference
+  (smaller is better, -1 = identical), see :mod:`.compare`.
+* Rotational search (EMAN2 ``rotational``): a translation-invariant footprint, the Fourier
+  amplitude on polar rings, gives the angle modulo 180 degrees with a 1-D circular CCF; both
+  the angle and angle + 180 are then tried with a translational CCF (integer peak within
+  +-maxshift, refined to sub-pixel by a parabola), for the particle and its mirror image; the
+  lowest score wins. Rotations are bilinear, on a grid of ``180 / nang`` degree steps.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import fft as _fft
+
+__all__ = ["Alignment2D", "rotate_translate_flip", "transform_images_2d",
+           "fourier_shrink_2d"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Alignment2D:
+    """Alignment parameters, arrays of one shape ((N, M) per pair, or (N,) per particle).
+
+    ``angle`` degrees in [0, 360); ``dx``, ``dy`` pixels of the input box; ``mirror`` bool;
+    ``score`` = -ccc (EMAN2 sign); ``reference`` the reference index (per-particle results).
+    """
+
+    angle: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+    mirror: np.ndarray
+    score: np.ndarray
+    reference: np.ndarray | None = None
+
+    def best(self) -> Alignment2D:
+        """The lowest-score reference of every particle, as (N,) arrays."""
+        if self.score.ndim != 2:
+            raise ValueError("best: needs the (N, M) per-pair result")
+        j = np.argmin(self.score, axis=1)
+        n = np.arange(j.size)
+        pick = [getattr(self, f)[n, j] for f in ("angle", "dx", "dy", "mirror", "score")]
+        return Alignment2D(*pick, reference=j)
+
+
+def _stack(a, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    a = a[None] if a.ndim == 2 else a
+    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[1] % 2 or a.shape[1] < 8:
+        raise ValueError(f"{name}: need square even boxes >= 8, (n, y, x); got {a.shape}")
+    return a
+
+
+def fourier_shrink_2d(images, shrink: int) -> np.ndarray:
+    """Fourier-crop a stack (n, y, x) by an integer factor to (n, y/shrink, x/shrink), float32.
+
+    The box centre stays the centre; values keep their scale (a constant stays that constant).
+    """
+    a = _stack(images, "images")
+    s = int(shrink)
+    if s < 1 or a.shape[1] % (2 * s):
+        raise ValueError(f"shrink: must be an integer >= 1 dividing half the box, got {shrink}")
+    if s == 1:
+        return a
+    n, m = a.shape[1], a.shape[1] // s
+    f = _fft.rfftn(a, axes=(-2, -1))
+    rows = np.r_[0 : m // 2, n - m // 2 : n]
+    g = f[:, rows, : m // 2 + 1].copy()
+    g[:, m // 2, :] = 0  # the cropped Nyquist row has no Hermitian partner
+    return (_fft.irfftn(g, shape=(a.shape[0], m, m), axes=(-2, -1)) / (s * s)).astype(np.float32)
+
+
+def _bilinear_operator(coords_y, coords_x, n: int) -> sp.csr_matrix:
+    """Sparse (P, n*n) matrix sampling an n x n image bilinearly at (coords_y, coords_x)."""
+    y0, x0 = np.floor(coords_y), np.floor(coords_x)
+    fy, fx = coords_y - y0, coords_x - x0
+    rows, cols, vals = [], [], []
+    p = np.arange(coords_y.size)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = (y0 + dy).astype(np.int64), (x0 + dx).astype(np.int64)
+            ok = (yy >= 0) & (yy < n) & (xx >= 0) & (xx < n) & (wy * wx > 0)
+            rows.append(p[ok])
+            cols.append(yy[ok] * n + xx[ok])
+            vals.append((wy * wx)[ok])
+    shape = (coords_y.size, n * n)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=shape, dtype=np.float32)  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def _rotation_operator(n: int, nang: int) -> sp.csr_matrix:
+    """Rotations by j * 180/nang degrees, j < nang, stacked: (nang*n*n, n*n)."""
+    c = n // 2
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64) - c
+    out = []
+    for j in range(nang):
+        t = np.radians(j * 180.0 / nang)  # aligned(r') = particle(R(-t) r')
+        sx = np.cos(t) * xx + np.sin(t) * yy + c
+        sy = -np.sin(t) * xx + np.cos(t) * yy + c
+        out.append(_bilinear_operator(sy.ravel(), sx.ravel(), n))
+    return sp.vstack(out).tocsr()
+
+
+@lru_cache(maxsize=8)
+def _polar_operator(n: int, nang: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Polar sampling of a centred n x n amplitude on rings 2..n/2-1 and angles j*180/nang."""
+    radii = np.arange(2, n // 2, dtype=np.float64)
+    t = np.radians(np.arange(nang) * 180.0 / nang)
+    ky = radii[:, None] * np.sin(t)[None] + n // 2
+    kx = radii[:, None] * np.cos(t)[None] + n // 2
+    return _bilinear_operator(ky.ravel(), kx.ravel(), n), radii
+
+
+def _mirror(a: np.ndarray) -> np.ndarray:
+    """x -> -x about the centre n//2 (index i -> (n - i) % n)."""
+    return np.roll(a[..., ::-1], 1, axis=-1)
+
+
+def _footprints(a: np.ndarray, nang: int) -> np.ndarray:
+    """Angular rfft of the polar Fourier amplitude, ring means removed: (n, rings, nang//2+1)."""
+    n = a.shape[1]
+    amp = np.abs(np.fft.fftshift(np.fft.fft2(a - a.mean((1, 2), keepdims=True)), axes=(1, 2)))
+    op, radii = _polar_operator(n, nang)
+    pol = (op @ amp.reshape(a.shape[0], -1).T).T.reshape(a.shape[0], radii.size, nang)
+    pol = pol - pol.mean(-1, keepdims=True)
+    pol *= np.sqrt(radii)[None, :, None]  # area weight of a ring: sum_r r (A . B) over theta
+    return np.fft.rfft(pol, axis=-1).astype(np.complex64)
+
+
+def _rotated_spectra(a: np.ndarray, nang: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra of the particles rotated by j*180/nang, DC removed, and their energies."""
+    n = a.shape[1]
+    rot = (_rotation_operator(n, nang) @ a.reshape(a.shape[0], -1).T).T
+    rot = rot.reshape(a.shape[0], nang, n, n).astype(np.float32)
+    f = _fft.rfftn(rot, axes=(-2, -1), threads=threads, planner_effort="FFTW_ESTIMATE")
+    f[..., 0, 0] = 0
+    herm = np.full(n // 2 + 1, 2.0, np.float32)
+    herm[[0, -1]] = 1.0
+    energy = (np.abs(f) ** 2 * herm).sum((-2, -1)) / (n * n)
+    return f.reshape(a.shape[0], nang, -1), energy
+
+
+def _window(ccf: np.ndarray, ms: int):
+    """Integer peak within +-ms of a CCF (..., n, n) whose zero shift is at n//2, refined by a
+    parabola along each axis; returns (sy, sx, peak)."""
+    c = ccf.shape[-1] // 2
+    w = ccf[..., c - ms - 1 : c + ms + 2, c - ms - 1 : c + ms + 2]
+    inner = np.ascontiguousarray(w[..., 1:-1, 1:-1]).reshape(*w.shape[:-2], -1)
+    k = np.argmax(inner, axis=-1)
+    iy, ix = np.divmod(k, 2 * ms + 1)
+    iy, ix = iy + 1, ix + 1
+    peak = np.take_along_axis(inner, k[..., None], -1)[..., 0]
+    flat = np.ascontiguousarray(w).reshape(*w.shape[:-2], -1)
+    side = w.shape[-1]
+
+    def at(dy, dx):
+        return np.take_along_axis(flat, ((iy + dy) * side + ix + dx)[..., None], -1)[..., 0]
+
+    def para(m, p):
+        d = m - 2 * peak + p
+        with np.errstate(invalid="ignore", divide="ignore"):
+            off = np.where(d < 0, 0.5 * (m - p) / d, 0.0)
+        return np.clip(off, -0.5, 0.5)
+
+    oy = para(at(-1, 0), at(1, 0))
+    ox = para(at(0, -1), at(0, 1))
+    return iy - ms - 1 + oy, ix - ms - 1 + ox, peak
+
+
+def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, threads: int):
+    """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc). ``b_spec`` carries the
+    checkerboard that puts the CCF's zero shift at n//2."""
+    nang = a_spec.shape[2]
+    fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
+    c = np.matmul(np.ascontiguousarray(fa), np.ascontiguousarray(fp_b.transpose(2, 1, 0)))
+    c = c.reshape(c.shape[0], 2, -1, c.shape[2]).transpose(1, 2, 3, 0)
+    j = np.argmax(np.fft.irfft(c, n=nang, axis=-1), axis=-1)  # (2, Nc, Mc)
+    nidx = np.arange(j.shape[1])[None, :, None]
+    g = a_spec[np.arange(2)[:, None, None], nidx, j]  # (2, Nc, Mc, P)
+    ea = a_energy[np.arange(2)[:, None, None], nidx, j]
+    bb = b_spec[None, None]
+    x = np.stack([bb * np.conj(g), bb * g])  # (2 turn, 2 mirror, Nc, Mc, P)
+    half = (n, n // 2 + 1)
+    ccf = _fft.irfftn(
+        x.reshape(*x.shape[:-1], *half),
+        shape=(*x.shape[:-1], n, n),
+        axes=(-2, -1),
+        threads=threads,
+        planner_effort="FFTW_ESTIMATE",
+    )
+    sy, sx, peak = _window(ccf, ms)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = -peak / np.sqrt(ea[None] * b_energy[None, None, None, :])
+    score = np.where(np.isfinite(score), score, 1e24)
+    flat = score.reshape(4, *score.shape[2:])
+    best = np.argmin(flat, axis=0)
+    pick = lambda v: np.take_along_axis(v.reshape(4, *v.shape[2:]), best[None], 0)[0]  # noqa: E731
+    turn, mir = np.divmod(best, 2)
+    ang = np.take_along_axis(j, mir[None], 0)[0] * (180.0 / nang) + 180.0 * turn
+    return ang, pick(sx), pick(sy), mir.astype(bool), pick(score)
+
+
+def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int):
+    """Align the particles ``ai`` (k, n, n) to all references; (k, M) arrays."""
+    n = ai.shape[1]
+    b_spec, b_energy, fp_b = refs
+    both = np.stack([ai, _mirror(ai)])
+    spec_e = [_rotated_spectra(x, nang, threads) for x in both]
+    a_spec = np.stack([sp_ for sp_, _ in spec_e])
+    a_energy = np.stack([e for _, e in spec_e])
+    fp_a = np.stack([_footprints(x, nang) for x in both])
+    parts = [
+        _pairs(
+            a_spec,
+            a_energy,
+            fp_a,
+            b_spec[j : j + mstep],
+            b_energy[j : j + mstep],
+            fp_b[j : j + mstep],
+            n,
+            ms,
+            threads,
+        )
+        for j in range(0, b_spec.shape[0], mstep)
+    ]
+    return [np.concatenate(v, axis=1) for v in zip(*parts, strict=True)]  # fmt: skip
+
+
+def _reference_spectra(b: np.ndarray, nang: int):
+    n = b.shape[1]
+    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1))
+    bf[:, 0, 0] = 0
+    herm = np.full(n // 2 + 1, 2.0, np.float32)
+    herm[[0, -1]] = 1.0
+    energy = (np.abs(bf) ** 2 * herm).sum((-2, -1)) / (n * n)
+    iy, ix = np.ogrid[0:n, 0 : n // 2 + 1]
+    bf *= (1 - 2 * ((iy + ix) % 2)).astype(np.float32)  # CCF zero shift at n//2
+    return bf.reshape(b.shape[0], -1), energy, _footprints(b, nang)
+
+
+def rotate_translate_flip(images, references, *, maxshift: float | None = None, shrink: int = 1,
+                          nang: int = 180, chunk_pairs: int = 1024,
+                          workers: int | None = None) -> Alignment2D:  # fmt: skip
+    """Align every image (particle) to every reference (EMAN2 ``rotate_translate_flip``).
+
+    Parameters
+    ----------
+    images : array (N, y, x)
+        Particles, square even box.
+    references : array (M, y, x)
+        Same box.
+    maxshift : float, optional
+        Largest |dx|, |dy| in pixels of the input box (default box/4, capped at box/2 - 2 of
+        the shrunk box).
+    shrink : int
+        Fourier-crop both by this factor first (shifts are reported in input pixels).
+    nang : int
+        Angular samples over 180 degrees (default 180: 1 degree steps).
+    chunk_pairs : int
+        Pairs per batch (memory ~ chunk_pairs * 40 * box^2 / shrink^2 bytes per worker).
+    workers : int, optional
+        Threads working on chunks of particles in parallel (default: the FFT thread count,
+        :func:`.fft.default_threads`); each runs its FFTs on one thread.
+
+    Returns
+    -------
+    Alignment2D with (N, M) arrays; ``.best()`` picks each particle's reference.
+    """
+    a = fourier_shrink_2d(_stack(images, "images"), shrink)
+    b = fourier_shrink_2d(_stack(references, "references"), shrink)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"references: box {b.shape[1:]} differs from the images' {a.shape[1:]}")
+    if int(nang) < 8 or int(chunk_pairs) < 1:
+        raise ValueError("nang, chunk_pairs: nang must be >= 8 and chunk_pairs >= 1")
+    nw = _fft.default_threads() if workers is None else int(workers)
+    if nw < 1:
+        raise ValueError(f"workers: must be >= 1, got {workers}")
+    n, nm = a.shape[1], b.shape[0]
+    ms = n // 4 if maxshift is None else int(np.floor(float(maxshift) / shrink))
+    ms = int(np.clip(ms, 0, n // 2 - 2))
+    refs = _reference_spectra(b, nang)
+    mstep = max(1, min(nm, int(chunk_pairs)))
+    nstep = max(1, int(chunk_pairs) // mstep)
+    starts = range(0, a.shape[0], nstep)
+
+    def run(i):
+        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0)
+
+    if nw > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(nw) as pool:
+            chunks = list(pool.map(run, starts))
+    else:
+        chunks = [run(i) for i in starts]
+    ang, dx, dy, mir, score = (np.concatenate(v) for v in zip(*chunks, strict=True))
+    return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
+                       (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
+
+
+def transform_images_2d(images, angle, dx, dy, mirror) -> np.ndarray:
+    """Apply alignments to a stack: ``aligned(R(angle) M r + (dx, dy)) = image(r)``, bilinear.
+
+    Parameters
+    ----------
+    images : array (N, y, x)
+    angle, dx, dy, mirror : arrays (N,) or scalars
+        Degrees, pixels, bool, as in the module notes (centre ``n // 2``; zero outside).
+
+    Returns
+    -------
+    ndarray (N, y, x) float32
+    """
+    a = _stack(images, "images")
+    nimg, n = a.shape[0], a.shape[1]
+    ang, tx, ty, mir = (np.broadcast_to(np.asarray(v, np.float64), (nimg,)) for v in
+                        (angle, dx, dy, np.asarray(mirror, bool)))  # fmt: skip
+    c = n // 2
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64) - c
+    t = np.radians(ang)[:, None, None]
+    ux, uy = xx[None] - tx[:, None, None], yy[None] - ty[:, None, None]
+    sx = np.cos(t) * ux + np.sin(t) * uy
+    sy = -np.sin(t) * ux + np.cos(t) * uy
+    sx = np.where(mir[:, None, None], -sx, sx) + c
+    sy = sy + c
+    y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+    fy, fx = (sy - y0).astype(np.float32), (sx - x0).astype(np.float32)
+    flat = a.reshape(nimg, -1)
+    base = (np.arange(nimg) * n * n)[:, None, None]
+    out = np.zeros_like(a)
+    for oy, wy in ((0, 1 - fy), (1, fy)):
+        for ox, wx in ((0, 1 - fx), (1, fx)):
+            yy_, xx_ = y0 + oy, x0 + ox
+            ok = (yy_ >= 0) & (yy_ < n) & (xx_ >= 0) & (xx_ < n)
+            idx = base + np.clip(yy_, 0, n - 1) * n + np.clip(xx_, 0, n - 1)
+            out += np.where(ok, flat.ravel()[idx] * wy * wx, 0.0).astype(np.float32)
+    return out
