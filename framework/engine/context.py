@@ -186,11 +186,16 @@ class StepOutcome:
     result: dict[str, Any]
     registrations: list[dict[str, Any]]
     seconds: float
+    #: files the step wrote (through :func:`emforge.io.atomic_target`), in order
+    files: list[str] = field(default_factory=list)
 
 
 def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
     """Run one step function (in whatever process) and package its outcome."""
+    from ..io.mrc import take_written
+
     t0 = time.perf_counter()
+    take_written()  # forget writes that were not this step's
     result = fn(ctx, **args)
     if result is None:
         result = {}
@@ -201,5 +206,8 @@ def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
     if ctx.warnings:
         result = {**result, "warnings": list(result.get("warnings", [])) + ctx.warnings}
     return StepOutcome(
-        result=result, registrations=ctx.registrations, seconds=time.perf_counter() - t0
+        result=result,
+        registrations=ctx.registrations,
+        seconds=time.perf_counter() - t0,
+        files=take_written(),
     )
