@@ -102,15 +102,24 @@ def _read(path: str) -> np.ndarray:
 
 
 def auto3d_step(
-    ctx: StepContext, *, volume: dict, auto: bool, resolution: float, options: dict
+    ctx: StepContext,
+    *,
+    volume: dict,
+    auto: bool,
+    resolution: float,
+    options: dict,
+    rule: str = "robust",
 ) -> dict:
-    from .kernels import auto3d, auto_mask
+    from .kernels import auto3d, auto_mask, robust_auto_mask
 
     data = _read(volume["path"])
+    warnings: list[str] = []
     if auto:
-        mask, chosen = auto_mask(
-            data, pixel_size=volume["pixel_size"], resolution=resolution or None
-        )
+        pick = robust_auto_mask if rule == "robust" else auto_mask
+        mask, chosen = pick(data, pixel_size=volume["pixel_size"], resolution=resolution or None)
+        warnings = list(chosen.pop("warnings", []))
+        for w in warnings:
+            ctx.log(f"warning: {w}")
     else:
         mask = auto3d(data, **options)
         chosen = dict(options)
@@ -127,8 +136,13 @@ def auto3d_step(
             "lower it, or seed with nmaxseed",
         )
     chosen = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in chosen.items()}
-    _register(ctx, volume, data, mask.astype(np.float32), title=f"automask.auto3d: {_fmt(chosen)}")
-    return {"params": chosen, "inside_fraction": float((mask >= 0.5).mean())}
+    title = "\n".join([f"automask.auto3d: {_fmt(chosen)}", *(f"warning: {w}" for w in warnings)])
+    _register(ctx, volume, data, mask.astype(np.float32), title=title)
+    return {
+        "params": chosen,
+        "inside_fraction": float((mask >= 0.5).mean()),
+        "warnings": warnings,
+    }
 
 
 def _fmt(d: dict) -> str:
@@ -142,12 +156,13 @@ def _fmt(d: dict) -> str:
 
 class AutoMask3D(Protocol):
     id = "automask.auto3d"
-    version = "1"
+    version = "2"
     label = "Automatic 3D mask (EMAN2 mask.auto3d)"
     help = (
         "Flood-fill the density connected to seeds above a threshold, grow it by shells and soften its edge. "
-        "With no threshold and no sigma the parameters are chosen automatically, as EMAN2's refinement "
-        "post-processing does."
+        "With no threshold and no sigma the parameters are chosen automatically (auto_rule: robust, "
+        "or as EMAN2's refinement post-processing does); the summary warns when the mask misses the "
+        "box centre, most of the density, or a brighter density."
     )
     citations = (
         "Tang G. et al. (2007) EMAN2: an extensible image processing suite. J Struct Biol 157:38-46",
@@ -201,6 +216,15 @@ class AutoMask3D(Protocol):
             level=Level.ADVANCED,
             shown_when=ShownWhen("threshold", "==", None),
             ge=0,
+        )
+        auto_rule: Literal["robust", "eman2"] = param(
+            "robust",
+            "Automatic parameters: 'robust' ranks the connected densities by integrated density "
+            "and centrality (a bright contaminant cannot take the mask) with margins set by the "
+            "resolution; 'eman2' seeds from the 24 highest voxels as EMAN2's refinement does",
+            section="Automatic",
+            level=Level.ADVANCED,
+            shown_when=ShownWhen("threshold", "==", None),
         )
 
     inputs = {"volume": Input(("Volume",), "the map to mask")}
@@ -258,6 +282,7 @@ class AutoMask3D(Protocol):
                     auto=self.automatic,
                     resolution=p.resolution,
                     options=options,
+                    rule=p.auto_rule,
                 ),
             )
         ]
@@ -269,10 +294,17 @@ class AutoMask3D(Protocol):
         extra = ""
         if "vmax" in chosen:
             extra = f" (vmax={chosen['vmax']:.4g}, particle radius={chosen.get('particle_radius_px')} px)"
-        return (
+        elif "molecule_peak" in chosen:
+            extra = (
+                f" (resolution={chosen['resolution']:.3g} Å, molecule peak="
+                f"{chosen['molecule_peak']:.4g}, kept {chosen['kept']} of "
+                f"{chosen['components']} components)"
+            )
+        lines = [
             f"{head}: {_fmt(chosen)}{extra}; mask covers {100 * r.get('inside_fraction', 0):.1f}% of the box; "
             f"report: extra/report.png"
-        )
+        ]
+        return "\n".join(lines + [f"warning: {w}" for w in r.get("warnings", [])])
 
 
 def soft_step(ctx: StepContext, *, volume: dict, mode: str, options: dict) -> dict:
