@@ -22,36 +22,9 @@ from emforge.engine import (
 )
 from emforge.objects import Volume, VolumeMask
 
+from ._report import write_mask_report
+
 __all__ = ["AutoMask3D", "SoftMask", "write_mask_report"]
-
-
-def write_mask_report(path: Any, volume: np.ndarray, mask: np.ndarray, *, title: str) -> str:
-    """Central z, y and x slices of the map with the mask's 0.5 contour in red (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cz, cy, cx = (s // 2 for s in volume.shape)
-    views = [
-        ("central z slice (x→, y↓)", volume[cz], mask[cz]),
-        ("central y slice (x→, z↓)", volume[:, cy], mask[:, cy]),
-        ("central x slice (y→, z↓)", volume[:, :, cx], mask[:, :, cx]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
-    for ax, (name, img, m) in zip(axes, views, strict=True):
-        ax.imshow(img, cmap="gray", origin="upper")
-        if m.max() > 0.5 > m.min():
-            ax.contour(m, levels=[0.5], colors="red", linewidths=1.2)
-        if m.max() > 0.05 > m.min():
-            ax.contour(m, levels=[0.05], colors="orange", linewidths=0.8, linestyles="dashed")
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{title}\nred: mask = 0.5, orange dashed: soft edge = 0.05", fontsize=11)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
 
 
 def _register(
@@ -137,7 +110,7 @@ def auto3d_step(
         )
     chosen = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in chosen.items()}
     title = "\n".join([f"automask.auto3d: {_fmt(chosen)}", *(f"warning: {w}" for w in warnings)])
-    _register(ctx, volume, data, mask.astype(np.float32), title=title)
+    _register(ctx, volume, data, mask.astype(np.float32, copy=False), title=title)
     return {
         "params": chosen,
         "inside_fraction": float((mask >= 0.5).mean()),

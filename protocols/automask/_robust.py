@@ -23,34 +23,41 @@ THRESHOLD_FRACTION = 0.05
 KEEP_FRACTION = 0.2
 
 
-def _component_stats(lp: np.ndarray, labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    """Integrated density, peak, peak voxel and density-weighted centroid of each label."""
+def _centrality(centroid: list[float], shape: tuple[int, ...]) -> float:
+    """``1 / (1 + (d / (n/4))**2)``, ``d`` the distance (px) of ``centroid`` from the box
+    centre, ``n = min(shape)``."""
+    d = math.dist(centroid, [n // 2 for n in shape])
+    return 1.0 / (1.0 + (d / (0.25 * min(shape))) ** 2)
+
+
+def _rank(lp: np.ndarray, labels: np.ndarray, count: int) -> tuple[np.ndarray, int, float]:
+    """Scores (integrated density times centrality) of the components that can matter,
+    the best label and its peak value.
+
+    The integrated density bounds a score from above, so components are visited by
+    decreasing density and the walk stops once one cannot reach ``KEEP_FRACTION`` of the
+    best score: the others get score 0 (they would not be kept either way).
+    """
     flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    lab = flat[idx]
-    val = lp.ravel()[idx].astype(np.float64)
-    mass = np.bincount(lab, weights=val, minlength=count + 1)
-    zyx = np.unravel_index(idx, lp.shape)
-    centroid = (
-        np.stack([np.bincount(lab, weights=val * c, minlength=count + 1) for c in zyx], axis=1)
-        / np.maximum(mass, 1e-30)[:, None]
-    )
-    peak = np.full(count + 1, -np.inf)
-    np.maximum.at(peak, lab, val)
-    peak_at = np.zeros(count + 1, dtype=np.int64)
-    hit = val == peak[lab]
-    peak_at[lab[hit]] = idx[hit]
-    return {"mass": mass, "centroid": centroid, "peak": peak, "peak_at": peak_at}
-
-
-def _scores(stats: dict, shape: tuple[int, ...]) -> np.ndarray:
-    """Integrated density times centrality ``1 / (1 + (d / (n/4))**2)``, ``d`` the distance
-    (px) of the component's centroid from the box centre, ``n = min(shape)``."""
-    centre = np.array([n // 2 for n in shape], dtype=np.float64)
-    d = np.linalg.norm(stats["centroid"] - centre, axis=1)
-    score = stats["mass"] / (1.0 + (d / (0.25 * min(shape))) ** 2)
-    score[0] = -np.inf
-    return score
+    idx = np.flatnonzero(flat)  # the foreground only: no 16-byte copy of every voxel
+    mass = np.bincount(flat[idx], weights=lp.ravel()[idx], minlength=count + 1)
+    mass[0] = 0.0
+    boxes = ndimage.find_objects(labels)
+    score = np.zeros(count + 1)
+    best, best_peak = 0, 0.0
+    for lab in np.argsort(mass)[::-1]:
+        if lab == 0 or mass[lab] <= 0 or mass[lab] < KEEP_FRACTION * score[best]:
+            break
+        box = boxes[lab - 1]
+        w = np.where(labels[box] == lab, lp[box], np.float32(0)).astype(np.float64)
+        centroid = []
+        for axis in range(3):
+            profile = w.sum(axis=tuple(a for a in range(3) if a != axis))
+            centroid.append(box[axis].start + float(profile @ np.arange(w.shape[axis])) / mass[lab])
+        score[lab] = mass[lab] * _centrality(centroid, lp.shape)
+        if score[lab] > score[best]:
+            best, best_peak = int(lab), float(w.max())
+    return score, best, best_peak
 
 
 def choose_components(lp: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -58,7 +65,8 @@ def choose_components(lp: np.ndarray) -> tuple[np.ndarray, dict]:
 
     1. ``t = 0.05 *`` the highest value within ``min(shape) / 4`` px of the box centre; label
        the 6-connected components of ``lp > t``; score each by its integrated density (sum of
-       ``lp``) times its centrality (see :func:`_scores`).
+       ``lp``) times its centrality ``1 / (1 + (d / (n/4))**2)``, ``d`` the distance (px)
+       of its density-weighted centroid from the box centre, ``n = min(shape)``.
     2. ``t = 0.05 *`` the best component's peak, and step 1 is repeated once at that ``t``.
     3. Keep every component whose score is at least 0.2 of the best one.
 
@@ -74,15 +82,15 @@ def choose_components(lp: np.ndarray) -> tuple[np.ndarray, dict]:
     thr = THRESHOLD_FRACTION * central
     for _ in range(2):
         labels, count = ndimage.label(lp > thr, structure=CROSS)
-        stats = _component_stats(lp, labels, count)
-        score = _scores(stats, lp.shape)
-        best = int(np.argmax(score))
-        peak = float(stats["peak"][best])
+        score, best, peak = _rank(lp, labels, count)
+        if best == 0:
+            raise ValueError("volume: no density above the threshold of the automatic mask")
         if THRESHOLD_FRACTION * peak == thr:
             break
         thr = THRESHOLD_FRACTION * peak
     keep = score >= KEEP_FRACTION * score[best]
     keep[0] = False
+    keep &= score > 0
     info = {
         "threshold": float(thr),
         "molecule_peak": peak,
@@ -112,21 +120,21 @@ def mask_warnings(lp: np.ndarray, mask: np.ndarray, threshold: float, pixel_size
             "is the particle centred?"
         )
     above = lp > threshold
-    total = float(lp[above].sum(dtype=np.float64))
-    covered = float(lp[above & inside].sum(dtype=np.float64))
+    total = float(lp.sum(where=above, dtype=np.float64))
+    covered = float(lp.sum(where=above & inside, dtype=np.float64))
     if total > 0 and covered < 0.5 * total:
         out.append(
             f"the mask holds only {100 * covered / total:.0f}% of the density above the "
             f"threshold {threshold:.4g}: check the map for other particles or contaminants"
         )
-    outside = np.where(inside, -np.inf, lp)
-    at = np.unravel_index(int(np.argmax(outside)), lp.shape)
-    peak_in = float(lp[inside].max()) if inside.any() else 0.0
-    if outside[at] > peak_in:
+    peak_in = float(lp.max(where=inside, initial=0.0))
+    peak_out = float(lp.max(where=~inside, initial=-np.inf))
+    if peak_out > peak_in:
+        at = np.unravel_index(int(np.argmax(np.where(inside, -np.inf, lp))), lp.shape)
         dist = pixel_size * math.dist(at, centre)
         out.append(
             f"a density brighter than the masked one was left out (low-passed peak "
-            f"{float(outside[at]):.4g} > {peak_in:.4g}, at voxel {tuple(map(int, at))}, "
+            f"{peak_out:.4g} > {peak_in:.4g}, at voxel {tuple(map(int, at))}, "
             f"{dist:.0f} Å from the centre): a contaminant, or an off-centre particle?"
         )
     return out

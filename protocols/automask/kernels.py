@@ -187,12 +187,18 @@ def gaussian_lowpass(volume: np.ndarray, *, pixel_size: float, cutoff: float) ->
     """
     vol = _as_volume(volume)
     spec = sfft.rfftn(vol, workers=-1)
-    for axis, n in enumerate(vol.shape):
-        s = (sfft.rfftfreq(n) if axis == 2 else sfft.fftfreq(n)) / pixel_size
-        shape = [1, 1, 1]
-        shape[axis] = s.size
-        spec *= np.exp(-(s**2) / (2.0 * cutoff**2)).astype(np.float32).reshape(shape)
-    return sfft.irfftn(spec, s=vol.shape, workers=-1)
+    hz, hy, hx = (
+        np.exp(-((f / pixel_size) ** 2) / (2.0 * cutoff**2)).astype(np.float32)
+        for f in (
+            sfft.fftfreq(vol.shape[0]),
+            sfft.fftfreq(vol.shape[1]),
+            sfft.rfftfreq(vol.shape[2]),
+        )
+    )
+    hyx = hy[:, None] * hx[None, :]
+    for k in range(spec.shape[0]):  # one pass over the spectrum, plane by plane (in cache)
+        spec[k] *= hz[k] * hyx
+    return sfft.irfftn(spec, s=vol.shape, workers=-1, overwrite_x=True)
 
 
 def radial_max_profile(volume: np.ndarray, rmax: int | None = None) -> np.ndarray:
