@@ -7,7 +7,7 @@ lock, and :func:`write` retries a transaction that still meets a locked database
 
 Tables
 ------
-``meta``         key/value: schema version, creation time, emforge version.
+``meta``         key/value: schema version, creation time, emforge version, last run id.
 ``runs``         one row per protocol run (the engine fills it).
 ``steps``        one row per step of a run, with its key and status.
 ``objects``      every typed output object (Volume, SetOfParticles, FSC, ...).
@@ -57,6 +57,8 @@ __all__ = [
     "make_engine",
     "write",
     "read",
+    "upgrade",
+    "next_run_id",
 ]
 
 SCHEMA_VERSION = 1
@@ -88,6 +90,7 @@ runs = Table(
     Column("status", String, nullable=False),
     Column("pid", Integer),
     Column("host", String),
+    Column("pid_start", String),  # boot id and start time of the engine process (see claims)
     Column("heartbeat", Float),
     Column("created", Float, nullable=False),
     Column("started", Float),
@@ -236,3 +239,42 @@ def read(engine: Engine) -> Iterator[Connection]:
     """A read-only snapshot (deferred transaction, never takes the write lock)."""
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+#: columns added after schema version 1 shipped, added in place when a project opens
+_ADDED_COLUMNS = {"runs": {"pid_start": "TEXT"}}
+
+
+def upgrade(engine: Engine) -> None:
+    """Add the columns a project made by an older emforge lacks (a no-op when none is)."""
+    with engine.connect() as conn:
+        have = {
+            t: {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({t})")}
+            for t in _ADDED_COLUMNS
+        }
+    if all(set(cols) <= have[t] for t, cols in _ADDED_COLUMNS.items()):
+        return
+    with write(engine) as conn:  # re-read under the write lock: another process may have added them
+        for table, cols in _ADDED_COLUMNS.items():
+            present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+            for name, sqltype in cols.items():
+                if name not in present:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
+
+
+def next_run_id(conn: Connection) -> int:
+    """A run id never given before in this project, inside the caller's write transaction.
+
+    ``meta.last_run_id`` remembers the highest id ever given, so the id of a deleted run is
+    never reused (for projects made before the counter, the highest id present counts).
+    """
+    from sqlalchemy import func, insert, select, update
+
+    last = conn.execute(select(meta.c.value).where(meta.c.key == "last_run_id")).scalar()
+    present = conn.execute(select(func.max(runs.c.id))).scalar() or 0
+    new = max(int(last or 0), int(present)) + 1
+    if last is None:
+        conn.execute(insert(meta).values(key="last_run_id", value=str(new)))
+    else:
+        conn.execute(update(meta).where(meta.c.key == "last_run_id").values(value=str(new)))
+    return new

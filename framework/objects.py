@@ -68,9 +68,14 @@ class DataObject:
 class Volume(DataObject):
     """A 3D map in an MRC file.
 
-    ``shape`` is (z, y, x) in voxels, ``pixel_size`` in Å (cubic voxels; anisotropic headers
-    keep their x value here and the full triple in ``voxel_size``), ``origin`` (z, y, x) in Å.
-    ``half1``/``half2`` are optional half maps of the same shape and pixel size.
+    ``shape`` is (z, y, x) in voxels; ``pixel_size`` in Å is the edge of a cubic voxel
+    (imports refuse anisotropic voxels and non-orthogonal cells, see ``docs/conventions.md``);
+    ``voxel_size`` is the (z, y, x) triple from the header. ``origin`` is the map's frame: the
+    (z, y, x) position in Å of voxel (0, 0, 0), whichever MRC header field held it;
+    ``origin_field`` says which (``"origin"``, ``"nstart"``, ``"both"`` or ``"none"``) so
+    derived maps and exports write it back the same way (rows stored before it existed read
+    as ``"origin"``, which is how their files were written). ``half1``/``half2`` are optional
+    half maps of the same shape and pixel size.
     """
 
     kind: ClassVar[str] = "Volume"
@@ -84,6 +89,8 @@ class Volume(DataObject):
     voxel_size: tuple[float, float, float] | None = None
     #: the file the map was imported from (informational; messages name it)
     source: str | None = None
+    #: the MRC header field(s) the frame came in: "origin", "nstart", "both" or "none"
+    origin_field: str = "origin"
 
     @property
     def has_halves(self) -> bool:
@@ -121,6 +128,8 @@ class Tomogram(DataObject):
     shape: tuple[int, int, int]
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     tilt_series: str | None = None
+    #: the MRC header field(s) the frame (``origin``) came in, as for :class:`Volume`
+    origin_field: str = "origin"
 
 
 @dataclass(frozen=True)

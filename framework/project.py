@@ -84,16 +84,26 @@ class Project:
         root.mkdir(parents=True, exist_ok=True)
         (root / "Runs").mkdir(exist_ok=True)
         engine = db.make_engine(dbfile)
-        db.metadata.create_all(engine)
+        # tables and meta in one write transaction: of two `project init` of one path at
+        # once, one creates the project and the other finds it (no half-made database)
         with db.write(engine) as conn:
-            conn.execute(
-                insert(db.meta),
-                [
-                    {"key": "schema_version", "value": str(db.SCHEMA_VERSION)},
-                    {"key": "created", "value": repr(time.time())},
-                    {"key": "emforge_version", "value": __version__},
-                ],
-            )
+            db.metadata.create_all(conn)
+            made = conn.execute(
+                select(db.meta.c.value).where(db.meta.c.key == "schema_version")
+            ).scalar()
+            if made is None:
+                conn.execute(
+                    insert(db.meta),
+                    [
+                        {"key": "schema_version", "value": str(db.SCHEMA_VERSION)},
+                        {"key": "created", "value": repr(time.time())},
+                        {"key": "emforge_version", "value": __version__},
+                    ],
+                )
+        if made is not None:
+            if not exist_ok:
+                raise ProjectError(f"{root}: a project already exists here")
+            return cls.open(root)
         return cls(root, engine)
 
     @classmethod
@@ -110,7 +120,9 @@ class Project:
             raise ProjectError(
                 f"{dbfile}: schema version {version} is not supported by emforge {__version__}"
             )
-        return cls(root, db.make_engine(dbfile))
+        engine = db.make_engine(dbfile)
+        db.upgrade(engine)
+        return cls(root, engine)
 
     @property
     def db_path(self) -> Path:

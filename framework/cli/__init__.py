@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("why", "FRESH / STALE / MISSING, with causes"),
         ("resume", "continue a run, skipping fresh steps"),
         ("restart", "redo every step of a run"),
+        ("stop", "stop a running run (it becomes aborted, resumable)"),
         ("rerun", "a new run from a run's recorded provenance"),
         ("delete", "delete runs"),
         ("edit", "change params of a recorded run (then: runs why / runs resume)"),
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "delete":
             p.add_argument(
                 "--cascade", action="store_true", help="also delete the runs that depend on them"
+            )
+        if name == "resume":
+            p.add_argument(
+                "--cascade",
+                action="store_true",
+                help="first resume the upstream runs that are stale or unfinished",
             )
         p.set_defaults(func=getattr(c, f"runs_{name}"))
 

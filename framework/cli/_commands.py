@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -186,35 +185,68 @@ def _finish_message(proj: Project, run_id: int, status: str) -> int:
     return 1
 
 
-def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
-    from ..engine.runs import run_row
-
-    workdir = Path(run_row(proj, run_id)["workdir"])
-    cmd = [
-        sys.executable,
-        "-m",
-        "emforge.engine.launch",
-        str(proj.path),
-        str(run_id),
-        "--mode",
-        mode,
-        "--executor",
-        args.executor,
-    ]
+def _launch_command(proj: Project, run_id: int, args: Any, mode: str) -> list[str]:
+    # -P: the current folder must not come first on the child's import path, where a folder
+    # named ``emforge`` (the one above a clone) would shadow the installed package
+    cmd = [sys.executable, "-P", "-m", "emforge.engine.launch", str(proj.path), str(run_id)]
+    cmd += ["--mode", mode, "--executor", args.executor]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.scheduler:
         cmd += ["--scheduler", args.scheduler]
-    with open(workdir / "logs" / "stdout.log", "ab") as log:
-        subprocess.Popen(
+    return cmd
+
+
+#: how long ``--detach`` waits for the background engine to claim its run
+DETACH_CONFIRM_S = 60.0
+
+
+def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
+    """Start the run's engine in a new session; return once it claimed the run (or failed)."""
+    from ..engine.claims import RunBusyError, busy_message, effective_status
+    from ..engine.runs import run_row
+
+    row = run_row(proj, run_id)
+    if effective_status(row) == "running":
+        raise RunBusyError(busy_message(row))
+    log_path = Path(row["workdir"]) / "logs" / "stdout.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    cmd = _launch_command(proj, run_id, args, mode)
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
+        # posix_spawn, not Popen: the engine outlives this command on purpose
+        pid = os.posix_spawn(
+            cmd[0],
             cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+                (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+            ],
+            setsid=True,
         )
-    out.print(f"run {run_id} started in the background; follow it with: emforge runs show {run_id}")
+    deadline = time.monotonic() + DETACH_CONFIRM_S
+    while run_row(proj, run_id)["pid"] != pid:
+        exited, status = os.waitpid(pid, os.WNOHANG)
+        if exited and run_row(proj, run_id)["pid"] != pid:
+            with open(log_path, "rb") as fh:
+                fh.seek(offset)
+                lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1].removeprefix("emforge: error: ") if lines else "no message"
+            err.print(
+                f"emforge: error: run {run_id}: the background engine did not start "
+                f"(exit {os.waitstatus_to_exitcode(status)}): {why}  (log: {log_path})",
+                markup=False,
+            )
+            return 2
+        if time.monotonic() > deadline:
+            out.print(f"run {run_id}: background process {pid} has not started the run yet")
+            return 0
+        time.sleep(0.02)
+    out.print(
+        f"run {run_id} started in the background (process {pid}); "
+        f"follow it with: emforge runs show {run_id}"
+    )
     return 0
 
 
@@ -243,7 +275,7 @@ def runs_list(args: Any) -> int:
         table.add_row(
             str(r["id"]),
             r["protocol_id"],
-            r["shown_status"],
+            r["shown_status"] + (f" (stale: {r['stale']})" if r["stale"] else ""),
             f"{100 * (r['progress'] or 0):.0f}%",
             r["duration"],
             r["outputs"],
@@ -293,10 +325,22 @@ def runs_edit(args: Any) -> int:
 
 def runs_resume(args: Any) -> int:
     from ..engine.listing import edit_params
+    from ..engine.staleness import stale_upstream
 
     proj = _open(args)
     if args.param:
         edit_params(proj, args.run, _kv(args.param, "--param"), registry=_registry())
+    for up_id, state in stale_upstream(proj, args.run, registry=_registry()):
+        if not args.cascade:
+            err.print(
+                f"emforge: warning: run {args.run}: upstream run {up_id} is {state}; its outputs "
+                f"are used as they are (resume it first, or use --cascade)",
+                markup=False,
+            )
+            continue
+        out.print(f"run {args.run}: resuming upstream run {up_id} ({state}) first")
+        if _finish_message(proj, up_id, _progress_runner(proj, up_id, args)) != 0:
+            return 1
     if args.detach:
         return _detach(proj, args.run, args)
     return _finish_message(proj, args.run, _progress_runner(proj, args.run, args))
@@ -306,10 +350,17 @@ def runs_restart(args: Any) -> int:
     from ..engine import reset_run
 
     proj = _open(args)
-    reset_run(proj, args.run)
+    reset_run(proj, args.run)  # refused while a live engine runs it
     if args.detach:
         return _detach(proj, args.run, args, mode="restart")
     return _finish_message(proj, args.run, _progress_runner(proj, args.run, args, resume=False))
+
+
+def runs_stop(args: Any) -> int:
+    from ..engine.claims import stop_run
+
+    out.print(stop_run(_open(args), args.run), markup=False)
+    return 0
 
 
 def runs_rerun(args: Any) -> int:

@@ -6,9 +6,10 @@ submitting it, and in ONE transaction registers the step's outputs and marks it
 never leaves an output without its step. On resume a step whose key is unchanged and whose
 outputs are intact is ``skipped``; everything else is redone.
 
-SIGTERM and Ctrl-C abort the run (``aborted``, resumable). A run whose process died without
-a word keeps ``running`` in the database but is shown ``interrupted`` (its pid is gone or its
-heartbeat is stale), see :func:`effective_status`.
+SIGTERM and Ctrl-C abort the run (``aborted``, resumable). A run is claimed atomically, so
+one engine at most executes it. A run whose process died without a word keeps ``running`` in
+the database but is shown ``interrupted`` (its process is gone, or, seen from another host, its
+heartbeat is stale), see :mod:`.claims`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -29,6 +29,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from .. import db
 from ..errors import EmforgeError
 from ..project import Project, file_version
+from .claims import STALE_AFTER_S, RunBusyError, busy_message, claim_run, effective_status
 from .context import StepContext, StepOutcome
 from .executors import Executor, make_executor
 from .keys import canonical_json, step_keys, toposort
@@ -38,7 +39,6 @@ from .runs import LoadedRun, check_sources, load_run
 __all__ = ["execute_run", "effective_status", "RunAborted", "HEARTBEAT_S", "STALE_AFTER_S"]
 
 HEARTBEAT_S = 1.0
-STALE_AFTER_S = 10.0
 DONE = ("finished", "skipped")
 
 
@@ -55,35 +55,6 @@ def external_versions(instance: Any, root: Any = None) -> dict[str, str]:
         f"file:{to_stored(root, p) if root is not None else p}": file_version([p])
         for p in instance.external_files()
     }
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
-def effective_status(row: dict[str, Any], *, now: float | None = None) -> str:
-    """The status to show: ``interrupted`` for a ``running`` run whose process is gone."""
-    if row["status"] != "running":
-        return row["status"]
-    now = time.time() if now is None else now
-    if row.get("host") == socket.gethostname():
-        if not _pid_alive(row.get("pid")):
-            return "interrupted"
-    if row.get("heartbeat") and now - row["heartbeat"] > STALE_AFTER_S:
-        return "interrupted"
-    return "running"
 
 
 class _Heartbeat(threading.Thread):
@@ -440,10 +411,6 @@ def execute_run(
     loaded = load_run(project, run_id, registry=registry)
     check_sources(loaded)
     cls = loaded.info.cls
-    if effective_status(loaded.row) == "running":
-        raise EmforgeError(
-            f"run {run_id}: already running (pid {loaded.row['pid']} on {loaded.row['host']})"
-        )
     steps = toposort(loaded.instance.steps())
     external = external_versions(loaded.instance, project.path)
     params = loaded.key_params
@@ -452,13 +419,10 @@ def execute_run(
     )
     now = time.time()
     with db.write(project.engine) as conn:
-        conn.execute(
-            update(db.runs)
-            .where(db.runs.c.id == run_id)
-            .values(
-                status="running",
-                pid=os.getpid(),
-                host=socket.gethostname(),
+        before = claim_run(
+            conn,
+            run_id,
+            dict(
                 heartbeat=now,
                 started=now,
                 finished=None,
@@ -467,10 +431,15 @@ def execute_run(
                 progress_message="",
                 protocol_version=str(cls.version),
                 plugin_version=str(loaded.info.plugin_version),
-                executed_params_json=canonical_json(params),
                 external_json=json.dumps(external),
-            )
+            ),
         )
+        if before["executed_params_json"] is None:  # the params of a first execution
+            conn.execute(
+                update(db.runs)
+                .where(db.runs.c.id == run_id)
+                .values(executed_params_json=canonical_json(params))
+            )
         for name, version in loaded.current_versions.items():
             conn.execute(
                 update(db.edges)
@@ -528,6 +497,12 @@ def execute_run(
                 progress_message=heartbeat.progress[1],
             )
         )
+        if final == "finished":  # the outputs now come from these params (pending edits ran)
+            conn.execute(
+                update(db.runs)
+                .where(db.runs.c.id == run_id)
+                .values(executed_params_json=canonical_json(params))
+            )
     scheduler.log(f"run {run_id}: {final}" + (f" ({error})" if error else ""))
     return final
 
@@ -580,8 +555,16 @@ def _restore_handlers(old: dict[int, Any]) -> None:
 
 
 def reset_run(project: Project, run_id: int) -> None:
-    """Forget a run's steps (``runs restart``): every step is redone on the next execute."""
+    """Forget a run's steps (``runs restart``): every step is redone on the next execute.
+
+    Refused (:class:`~.claims.RunBusyError`) while a live engine runs it, and refused in one
+    line, before anything is forgotten, when a source file of the run is gone.
+    """
+    check_sources(load_run(project, run_id))
     with db.write(project.engine) as conn:
+        row = conn.execute(select(db.runs).where(db.runs.c.id == run_id)).mappings().first()
+        if row is not None and effective_status(dict(row)) == "running":
+            raise RunBusyError(busy_message(dict(row)))
         conn.execute(delete(db.steps).where(db.steps.c.run_id == run_id))
         conn.execute(
             update(db.runs)

@@ -1,4 +1,4 @@
-"""Entry point of a detached run: ``python -m emforge.engine.launch PROJECT RUN``.
+"""Entry point of a detached run: ``python -P -m emforge.engine.launch PROJECT RUN``.
 
 Started by ``emforge run --detach`` in a new process session; its output goes to the run's
 ``logs/stdout.log``. The run's own status, heartbeat and log live in the database and

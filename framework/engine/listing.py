@@ -30,6 +30,8 @@ from .runs import (
 
 __all__ = [
     "run_rows",
+    "pending_params",
+    "shown_params",
     "show_lines",
     "edit_params",
     "rerun",
@@ -42,22 +44,61 @@ __all__ = [
 def _duration(row: dict[str, Any]) -> str:
     if not row["started"]:
         return ""
-    end = row["finished"] or time.time()
+    end = row["finished"]
+    if end is None:  # an interrupted run stopped counting at its last heartbeat
+        running = effective_status(row) == "running"
+        end = time.time() if running else (row["heartbeat"] or row["started"])
     return f"{end - row['started']:.1f} s"
 
 
+def _changed_inputs(conn: Any) -> set[int]:
+    """Runs with an input whose object changed since the run used it (cheap: no hashing)."""
+    e, o = db.edges.c, db.objects.c
+    rows = conn.execute(
+        select(e.run_id)
+        .join(db.objects, o.id == e.object_id)
+        .where((e.direction == "in") & (e.data_version != o.data_version))
+    )
+    return set(rows.scalars())
+
+
 def run_rows(project: Project) -> list[dict[str, Any]]:
-    """Every run with its shown status (``interrupted`` detected), duration and outputs."""
+    """Every run with its shown status (``interrupted`` detected), duration and outputs.
+
+    ``stale`` is a short reason (or ``""``) from what the database alone tells: params
+    edited since the outputs were made, or an input changed since the run used it;
+    ``runs why`` checks the files too.
+    """
     with db.read(project.engine) as conn:
         runs = [dict(r) for r in conn.execute(select(db.runs).order_by(db.runs.c.id)).mappings()]
         outs: dict[int, list[str]] = {}
         for r in conn.execute(select(db.objects.c.run_id, db.objects.c.name)):
             outs.setdefault(r.run_id, []).append(r.name)
+        changed = _changed_inputs(conn)
     for r in runs:
         r["shown_status"] = effective_status(r)
         r["duration"] = _duration(r)
         r["outputs"] = ", ".join(outs.get(r["id"], []))
+        reasons = []
+        if pending_params(r):
+            reasons.append("params edited")
+        if r["id"] in changed:
+            reasons.append("input changed")
+        r["stale"] = ", ".join(reasons)
     return runs
+
+
+def pending_params(row: dict[str, Any]) -> dict[str, Any]:
+    """Params edited (``runs edit``) since the run's outputs were made: name -> new value."""
+    if not row["executed_params_json"]:
+        return {}
+    ran, now = json.loads(row["executed_params_json"]), json.loads(row["params_json"])
+    return {k: now.get(k) for k in sorted(set(ran) | set(now)) if ran.get(k) != now.get(k)}
+
+
+def shown_params(row: dict[str, Any]) -> dict[str, Any]:
+    """The params that produced the run's outputs (the recorded ones before a first run)."""
+    return json.loads(row["executed_params_json"] or row["params_json"])
 
 
 def show_lines(project: Project, run_id: int) -> list[str]:
@@ -72,9 +113,13 @@ def show_lines(project: Project, run_id: int) -> list[str]:
     if row["error"]:
         lines.append(f"  error: {row['error']}")
     lines.append(f"  folder: {row['workdir']}")
-    lines.append(
-        "  params: " + ", ".join(f"{k}={v!r}" for k, v in json.loads(row["params_json"]).items())
-    )
+    lines.append("  params: " + ", ".join(f"{k}={v!r}" for k, v in shown_params(row).items()))
+    pending = pending_params(row)
+    if pending:
+        lines.append(
+            "  pending edits (not run yet; 'emforge runs resume "
+            f"{run_id}'): " + ", ".join(f"{k}={v!r}" for k, v in pending.items())
+        )
     with db.read(project.engine) as conn:
         edges = (
             conn.execute(
@@ -268,7 +313,7 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     if suffix not in (".mrc", ".map"):
         raise ParamError("output", f"{path}: a {row['kind']} exports to a .mrc file")
     data, info = read_volume(obj.path)
-    write_volume(path, data, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(path, data, **info.placement)
     return path
 
 

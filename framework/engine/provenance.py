@@ -10,6 +10,7 @@ from sqlalchemy import select
 from .. import db
 from ..errors import NotFoundError
 from ..project import Project
+from .listing import pending_params
 
 __all__ = ["lineage", "lineage_lines", "lineage_dot", "run_record"]
 
@@ -113,7 +114,8 @@ def _run_node(conn: Any, run_id: int, seen: set[int]) -> dict[str, Any]:
         "protocol": run["protocol_id"],
         "version": run["protocol_version"],
         "status": run["status"],
-        "params": json.loads(run["params_json"]),
+        "params": json.loads(run["executed_params_json"] or run["params_json"]),
+        "pending": pending_params(dict(run)),
         "inputs": [],
     }
     if run_id in seen:
@@ -146,6 +148,9 @@ def lineage_lines(tree: dict[str, Any], indent: str = "") -> list[str]:
             f"{indent}run {tree['run']} {tree['protocol']} v{tree['version']} [{tree['status']}]"
             + (f"  ({params})" if params else "")
         )
+        if tree.get("pending"):
+            edits = ", ".join(f"{k}={v}" for k, v in tree["pending"].items())
+            lines.append(f"{indent}  pending edits (not run yet): {edits}")
         for child in tree["inputs"]:
             lines.append(
                 f"{indent}  <- {child['name']}: object {child['object']} ({child['kind']})"

@@ -247,6 +247,7 @@ def create_run(
     with db.write(project.engine) as conn:
         run_id = conn.execute(
             insert(db.runs).values(
+                id=db.next_run_id(conn),  # never the id of a deleted run
                 protocol_id=cls.id,
                 protocol_version=str(cls.version),
                 plugin=info.plugin,

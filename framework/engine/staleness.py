@@ -27,7 +27,7 @@ from .execute import effective_status, external_versions
 from .keys import step_keys, toposort
 from .runs import load_run, materialise, missing_sources
 
-__all__ = ["Cause", "Staleness", "why"]
+__all__ = ["Cause", "Staleness", "why", "stale_upstream"]
 
 
 @dataclass(frozen=True)
@@ -164,3 +164,35 @@ def why(
                 )
     state = "MISSING" if missing else ("STALE" if causes or stale_steps else "FRESH")
     return Staleness(run_id, state, causes, stale_steps)
+
+
+def _producers(project: Project, run_id: int) -> list[int]:
+    """The runs that made this run's inputs, in input order, each once."""
+    with db.read(project.engine) as conn:
+        rows = conn.execute(
+            select(db.objects.c.run_id)
+            .join(db.edges, db.edges.c.object_id == db.objects.c.id)
+            .where((db.edges.c.run_id == run_id) & (db.edges.c.direction == "in"))
+            .order_by(db.edges.c.id)
+        ).scalars()
+        return list(dict.fromkeys(r for r in rows if r is not None and r != run_id))
+
+
+def stale_upstream(project: Project, run_id: int, *, registry: Any = None) -> list[tuple[int, str]]:
+    """Upstream runs of ``run_id`` that are not FRESH, as (run id, state), upstream first.
+
+    Resuming them in this order (``runs resume --cascade``) brings every input up to date.
+    """
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def visit(rid: int) -> None:
+        for up in _producers(project, rid):
+            if up not in seen:
+                seen.add(up)
+                visit(up)
+                order.append(up)
+
+    visit(run_id)
+    states = [(rid, why(project, rid, registry=registry).state) for rid in order]
+    return [(rid, state) for rid, state in states if state != "FRESH"]

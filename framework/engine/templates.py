@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from .. import db
-from ..errors import InputFileError, ParamError, ValidationError
+from ..errors import EmforgeError, InputFileError, ParamError, ValidationError
 from ..project import Project
+from .claims import abort_own_run
 from .execute import execute_run
 from .keys import canonical_json, params_dict
 from .runs import create_run, parse_params, protocol_info, stored_params
@@ -38,6 +39,8 @@ __all__ = [
     "TemplateNode",
     "load_template",
     "run_template",
+    "validate_template",
+    "TemplateAborted",
     "export_template",
     "template_schema",
 ]
@@ -194,6 +197,108 @@ def _fresh_match(
     return None
 
 
+def _check_ref(
+    project: Project, node: TemplateNode, name: str, spec: Any, ref: Any, classes: dict
+) -> list[str]:
+    """Problems of one input reference of a node (kinds, outputs, object ids)."""
+    where = f"node {node.id}: input '{name}'"
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        with db.read(project.engine) as conn:
+            kind = conn.execute(
+                select(db.objects.c.kind).where(db.objects.c.id == int(ref))
+            ).scalar()
+        if kind is None:
+            return [f"{where}: object {ref} does not exist in the project"]
+    else:
+        up, _, output = str(ref).partition(".")
+        up_cls = classes.get(up)
+        if up_cls is None or not up_cls.outputs:  # unknown protocol (reported) or undeclared
+            return []
+        if output not in up_cls.outputs:
+            known = ", ".join(up_cls.outputs)
+            return [f"{where}: node {up} ({up_cls.id}) has no output {output!r} (outputs: {known})"]
+        kind = up_cls.outputs[output].kind
+    # an output may declare alternatives ("VolumeMask | Mask2D"): one must fit
+    if not {k.strip() for k in kind.split("|")} & set(spec.kinds):
+        return [f"{where}: {ref} is a {kind}, expected {' or '.join(spec.kinds)}"]
+    return []
+
+
+def validate_template(project: Project, tpl: Template, *, registry: Any = None) -> None:
+    """Check every node (protocol, params, inputs and the references between nodes) at once.
+
+    Raises :class:`~emforge.errors.ValidationError` with one line per problem, before any
+    node runs; a node's own ``validate()`` needs its inputs and runs when the node does.
+    """
+    from ..errors import EmforgeError
+
+    problems: list[str] = []
+    classes: dict[str, Any] = {}
+    for node in _order(tpl):
+        try:
+            cls = protocol_info(node.protocol, registry).cls
+        except EmforgeError as exc:
+            problems.append(f"node {node.id}: {exc}")
+            continue
+        classes[node.id] = cls
+        problems += [f"node {node.id}: {p}" for p in parse_params(cls, node.params)[1]]
+        for name in node.inputs:
+            if name not in cls.inputs:
+                known = ", ".join(cls.inputs) or "none"
+                problems.append(
+                    f"node {node.id}: input '{name}': {cls.id} has no such input (inputs: {known})"
+                )
+        for name, spec in cls.inputs.items():
+            value = node.inputs.get(name)
+            refs = value if isinstance(value, list) else ([] if value is None else [value])
+            if not refs and not spec.optional:
+                problems.append(
+                    f"node {node.id}: input '{name}': required ({' or '.join(spec.kinds)})"
+                )
+            if len(refs) > 1 and not spec.multiple:
+                problems.append(
+                    f"node {node.id}: input '{name}': takes one object, got {len(refs)}"
+                )
+            for ref in refs:
+                problems += _check_ref(project, node, name, spec, ref, classes)
+    if problems:
+        raise ValidationError(problems)
+
+
+def _resumable_match(
+    project: Project, node: TemplateNode, inputs: dict[str, Any], registry: Any
+) -> int | None:
+    """The latest aborted or interrupted run of exactly this node, to resume instead of adding one."""
+    from .claims import effective_status
+
+    info = protocol_info(node.protocol, registry)
+    parsed, problems = parse_params(info.cls, node.params)
+    if problems or parsed is None:
+        return None
+    r = db.runs.c
+    with db.read(project.engine) as conn:
+        rows = conn.execute(
+            select(db.runs)
+            .where(
+                (r.protocol_id == info.cls.id)
+                & r.status.in_(("aborted", "running"))
+                & (r.params_json == canonical_json(params_dict(parsed)))
+                & (r.inputs_json == canonical_json(inputs))
+            )
+            .order_by(r.id.desc())
+        ).mappings()
+        for row in rows:
+            if effective_status(dict(row)) in ("aborted", "interrupted"):
+                return int(row["id"])
+    return None
+
+
+class TemplateAborted(EmforgeError):
+    """Ctrl-C (or SIGTERM) stopped a template run; running it again resumes."""
+
+    exit_code = 130
+
+
 def run_template(
     project: Project,
     tpl: Template,
@@ -203,16 +308,56 @@ def run_template(
     executor: str = "local",
     on_event: Callable[[str, str, int], None] | None = None,
 ) -> dict[str, int]:
-    """Run every node in dependency order; returns node id -> run id (reused or new)."""
+    """Run every node in dependency order; returns node id -> run id (reused or new).
+
+    The whole template is validated first. A node whose run is FRESH is skipped; one whose
+    run was aborted or interrupted is resumed. Ctrl-C raises :class:`TemplateAborted`.
+    """
+    validate_template(project, tpl, registry=registry)
     runs: dict[str, int] = {}
-    for node in _order(tpl):
-        inputs = {k: _resolve(v, runs) for k, v in node.inputs.items()}
-        found = _fresh_match(project, node, inputs, registry)
-        if found is not None:
-            runs[node.id] = found
-            if on_event:
-                on_event(node.id, "fresh", found)
-            continue
+    node_id = ""
+    try:
+        for node in _order(tpl):
+            node_id = node.id
+            status = _run_node(project, node, runs, registry, workers, executor, on_event)
+            if status == "aborted":
+                raise KeyboardInterrupt
+            if status != "finished":
+                rid = runs[node.id]
+                raise EmforgeError(
+                    f"node {node.id}: run {rid} {status}; see 'emforge runs log {rid}'"
+                )
+    except KeyboardInterrupt:
+        rid = runs.get(node_id)
+        if rid is not None:  # interrupted before the engine could record it
+            abort_own_run(project, rid)
+        what = f"node {node_id} (run {rid}) aborted" if rid else "stopped"
+        raise TemplateAborted(
+            f"template interrupted: {what}; run the template again to resume"
+        ) from None
+    return runs
+
+
+def _run_node(
+    project: Project,
+    node: TemplateNode,
+    runs: dict[str, int],
+    registry: Any,
+    workers: int | None,
+    executor: str,
+    on_event: Callable[[str, str, int], None] | None,
+) -> str:
+    """Skip, resume or create-and-run one node; records its run id in ``runs``."""
+    inputs = {k: _resolve(v, runs) for k, v in node.inputs.items()}
+    found = _fresh_match(project, node, inputs, registry)
+    if found is not None:
+        runs[node.id] = found
+        if on_event:
+            on_event(node.id, "fresh", found)
+        return "finished"
+    rid = _resumable_match(project, node, inputs, registry)
+    resumed = rid is not None
+    if rid is None:
         try:
             rid = create_run(
                 project,
@@ -224,17 +369,13 @@ def run_template(
             )
         except ValidationError as exc:
             raise ValidationError([f"node {node.id}: {p}" for p in exc.problems]) from None
-        if on_event:
-            on_event(node.id, "started", rid)
-        status = execute_run(project, rid, registry=registry, workers=workers, executor=executor)
-        runs[node.id] = rid
-        if on_event:
-            on_event(node.id, status, rid)
-        if status != "finished":
-            from ..errors import EmforgeError
-
-            raise EmforgeError(f"node {node.id}: run {rid} {status}; see 'emforge runs log {rid}'")
-    return runs
+    runs[node.id] = rid
+    if on_event:
+        on_event(node.id, "resumed" if resumed else "started", rid)
+    status = execute_run(project, rid, registry=registry, workers=workers, executor=executor)
+    if on_event:
+        on_event(node.id, status, rid)
+    return status
 
 
 def export_template(project: Project, run_ids: list[int], *, description: str = "") -> Template:

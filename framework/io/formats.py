@@ -167,7 +167,8 @@ def read_image_file(
     voxel_size : tuple of float or None
         (z, y, x) in Å: the override, else the file's, else None (unknown or 0 in the header).
     origin : tuple of float
-        (z, y, x) in Å: the MRC header ORIGIN field; (0, 0, 0) for other formats.
+        (z, y, x) in Å: the MRC map's frame (``MrcInfo.origin``: ORIGIN, else NSTART × voxel
+        size); (0, 0, 0) for other formats.
     """
     path = Path(path)
     ext = path.suffix.lower()

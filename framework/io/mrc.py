@@ -59,7 +59,9 @@ class MrcInfo:
     voxel_size : tuple of float
         (z, y, x) voxel size in Å (CELLA / MXYZ; 0 where the header says 0).
     origin : tuple of float
-        (z, y, x) header ORIGIN field in Å.
+        The map's frame: (z, y, x) position in Å of voxel (0, 0, 0). From the ORIGIN field when
+        any of its values is non-zero, else NSTART × voxel size, else (0, 0, 0); see
+        ``origin_field`` and ``docs/conventions.md``.
     nstart : tuple of int
         (z, y, x) NXSTART/NYSTART/NZSTART in voxels (they count columns/rows/sections and are
         reordered with the axes).
@@ -71,6 +73,13 @@ class MrcInfo:
         (MAPC, MAPR, MAPS) as stored (1 = x, 2 = y, 3 = z).
     dtype : numpy.dtype
         dtype of the stored data (arrays are returned as float32).
+    header_origin : tuple of float
+        (z, y, x) ORIGIN field in Å, as stored.
+    origin_field : str
+        Where the frame came from: ``"origin"``, ``"nstart"``, ``"both"`` (the two agree) or
+        ``"none"``; :func:`write_volume` writes a frame back into the same field(s).
+    cell_angles : tuple of float
+        CELLB (alpha, beta, gamma) in degrees; (90, 90, 90) for an orthogonal cell.
     """
 
     shape: tuple[int, ...]
@@ -81,11 +90,54 @@ class MrcInfo:
     is_stack: bool
     axis_order: tuple[int, int, int]
     dtype: np.dtype
+    header_origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    origin_field: str = "none"
+    cell_angles: tuple[float, float, float] = (90.0, 90.0, 90.0)
 
     @property
     def pixel_size(self) -> float:
         """Pixel size along x in Å."""
         return self.voxel_size[2]
+
+    @property
+    def placement(self) -> dict:
+        """Voxel size, frame and frame field as :func:`write_volume` keywords: a map written
+        with ``**info.placement`` sits where this one does, in the same header fields."""
+        return {
+            "voxel_size": self.voxel_size,
+            "origin": self.origin,
+            "origin_field": self.origin_field,
+        }
+
+    @property
+    def orthogonal(self) -> bool:
+        """True when the cell angles are 90° (within 0.01°) or unset (0)."""
+        return all(a == 0.0 or abs(a - 90.0) <= 0.01 for a in self.cell_angles)
+
+
+#: agreement (Å) needed between ORIGIN and NSTART × voxel size to call them one frame
+_FRAME_TOL = 0.01
+ORIGIN_FIELDS = ("origin", "nstart", "both", "none")
+
+
+def _frame(header_origin, nstart, voxel, limit: int = 0) -> tuple[tuple[float, float, float], str]:
+    """The frame (z, y, x) in Å and the field it came from (see :class:`MrcInfo`).
+
+    ORIGIN wins when any of its values is non-zero (the rule of the UCSF Chimera/ChimeraX and
+    IMP readers); NSTART (voxels) × voxel size is used when ORIGIN is all zero or not finite.
+    An NSTART beyond ``limit`` voxels (10 × the grid: an uninitialised header) is ignored.
+    """
+    if limit and any(abs(n) > limit for n in nstart):
+        nstart = (0, 0, 0)
+    from_nstart = tuple(_f32(n * v) for n, v in zip(nstart, voxel, strict=True))
+    if any(header_origin) and all(np.isfinite(header_origin)):
+        agree = any(nstart) and all(
+            abs(a - b) <= _FRAME_TOL for a, b in zip(header_origin, from_nstart, strict=True)
+        )
+        return tuple(header_origin), "both" if agree else "origin"  # type: ignore[return-value]
+    if any(nstart):
+        return from_nstart, "nstart"  # type: ignore[return-value]
+    return (0.0, 0.0, 0.0), "none"
 
 
 # --------------------------------------------------------------------------- checks
@@ -218,15 +270,23 @@ def _info(mrc, path: Path) -> MrcInfo:
     ]
     crs_start = {mapcrs[0]: int(h.nxstart), mapcrs[1]: int(h.nystart), mapcrs[2]: int(h.nzstart)}
     is_stack = path.suffix.lower() == ".mrcs" or (int(h.ispg) == 0 and int(h.nz) > 1)
+    voxel = (vox_xyz[2], vox_xyz[1], vox_xyz[0])
+    nstart = (crs_start[3], crs_start[2], crs_start[1])
+    header_origin = (_f32(h.origin.z), _f32(h.origin.y), _f32(h.origin.x))
+    limit = 10 * max(*raw_shape, *samples)
+    origin, field = _frame(header_origin, nstart, voxel, limit)
     return MrcInfo(
         shape=shape,
-        voxel_size=(vox_xyz[2], vox_xyz[1], vox_xyz[0]),
-        origin=(_f32(h.origin.z), _f32(h.origin.y), _f32(h.origin.x)),
-        nstart=(crs_start[3], crs_start[2], crs_start[1]),
+        voxel_size=voxel,
+        origin=origin,
+        nstart=nstart,
         mode=int(h.mode),
         is_stack=bool(is_stack),
         axis_order=mapcrs,
         dtype=_SUPPORTED[int(h.mode)],
+        header_origin=header_origin,
+        origin_field=field,
+        cell_angles=(_f32(h.cellb.alpha), _f32(h.cellb.beta), _f32(h.cellb.gamma)),
     )
 
 
@@ -304,7 +364,10 @@ def read_volume(
     if perm != (0, 1, 2):
         data = np.ascontiguousarray(data.transpose(perm))
     if pixel_size is not None:
-        info = replace(info, voxel_size=_triple("pixel_size", pixel_size))
+        voxel = _triple("pixel_size", pixel_size)
+        limit = 10 * max(info.shape)
+        origin, field = _frame(info.header_origin, info.nstart, voxel, limit)  # NSTART: voxels
+        info = replace(info, voxel_size=voxel, origin=origin, origin_field=field)
     elif require_pixel_size:
         relevant = info.voxel_size[1:] if info.is_stack else info.voxel_size
         if min(relevant) <= 0:
@@ -449,10 +512,24 @@ def _storage(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=dtype)
 
 
-def _write(path, data, voxel_size, origin, stack: bool) -> None:
+def _frame_fields(origin, origin_field: str, voxel) -> tuple[tuple, tuple]:
+    """(ORIGIN (z, y, x) Å, NSTART (z, y, x) voxels) that write the frame ``origin``."""
+    if origin_field not in ORIGIN_FIELDS:
+        raise ParamError(
+            "origin_field", f"must be one of {', '.join(ORIGIN_FIELDS)}, got {origin_field!r}"
+        )
+    frame = (0.0, 0.0, 0.0) if origin is None else _triple("origin", origin, positive=False)
+    nstart = tuple(int(round(o / v)) for o, v in zip(frame, voxel, strict=True))
+    whole = all(abs(n * v - o) <= _FRAME_TOL for n, v, o in zip(nstart, voxel, frame, strict=True))
+    if origin_field in ("nstart", "both") and whole:
+        return (frame if origin_field == "both" else (0.0, 0.0, 0.0)), nstart
+    return frame, (0, 0, 0)  # ORIGIN keeps any frame, whole voxels or not
+
+
+def _write(path, data, voxel_size, origin, stack: bool, origin_field: str = "origin") -> None:
     arr = _storage(data)
     vz, vy, vx = _triple("voxel_size", voxel_size)
-    oz, oy, ox = (0.0, 0.0, 0.0) if origin is None else _triple("origin", origin, positive=False)
+    (oz, oy, ox), (sz, sy, sx) = _frame_fields(origin, origin_field, (vz, vy, vx))
     with atomic_target(path) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Data array contains")
@@ -462,6 +539,7 @@ def _write(path, data, voxel_size, origin, stack: bool) -> None:
                     mrc.set_image_stack()
                 mrc.voxel_size = (vx, vy, vz)
                 mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = ox, oy, oz
+                mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = sx, sy, sz
                 _stamp(mrc.header)
 
 
@@ -477,6 +555,7 @@ def write_volume(
     *,
     voxel_size: float | tuple[float, float, float],
     origin: tuple[float, float, float] | None = None,
+    origin_field: str = "origin",
 ) -> None:
     """Write a (z, y, x) volume (or a (y, x) image) to an MRC file, atomically.
 
@@ -490,9 +569,14 @@ def write_volume(
     voxel_size : float or (z, y, x) tuple
         Voxel size in Å.
     origin : (z, y, x) tuple, optional
-        Written to the header ORIGIN field, in Å. NXSTART etc. are written as 0.
+        The frame: position of voxel (0, 0, 0) in Å (``MrcInfo.origin``).
+    origin_field : {"origin", "nstart", "both", "none"}
+        Where the frame goes: the ORIGIN field (``"origin"``, ``"none"``), NXSTART/NYSTART/
+        NZSTART (``"nstart"``) or both; pass ``MrcInfo.origin_field`` of the source to write a
+        map back the way it came. A frame that is not a whole number of voxels (within
+        0.01 Å) cannot be an NSTART and goes to ORIGIN.
     """
-    _write(path, data, voxel_size, origin, stack=False)
+    _write(path, data, voxel_size, origin, stack=False, origin_field=origin_field)
 
 
 def write_stack(

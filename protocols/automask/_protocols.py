@@ -37,13 +37,19 @@ def _register(
     info = read_info(src.path)
     masked = data * mask
     mpath, vpath = ctx.path("mask.mrc"), ctx.path("masked.mrc")
-    write_volume(mpath, mask, voxel_size=info.voxel_size, origin=info.origin)
-    write_volume(vpath, masked, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(mpath, mask, **info.placement)
+    write_volume(vpath, masked, **info.placement)
     soft = bool(np.any((mask > 1e-6) & (mask < 1 - 1e-6)))
     ctx.output(
         "mask",
         VolumeMask(
-            str(mpath), src.pixel_size, src.shape, src.origin, voxel_size=src.voxel_size, soft=soft
+            str(mpath),
+            src.pixel_size,
+            src.shape,
+            src.origin,
+            voxel_size=src.voxel_size,
+            soft=soft,
+            origin_field=src.origin_field,
         ),
     )
     halves = []
@@ -51,7 +57,7 @@ def _register(
         if h:
             hd, hi = read_volume(h)
             hp = ctx.path(f"masked_half{i}.mrc")
-            write_volume(hp, hd * mask, voxel_size=hi.voxel_size, origin=hi.origin)
+            write_volume(hp, hd * mask, **hi.placement)
             halves.append(str(hp))
     ctx.output(
         "volume",
@@ -63,6 +69,7 @@ def _register(
             halves[0] if halves else None,
             halves[1] if len(halves) > 1 else None,
             src.voxel_size,
+            origin_field=src.origin_field,
         ),
     )
     write_mask_report(ctx.path("report.png"), data, mask, title=title)

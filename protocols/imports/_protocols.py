@@ -42,34 +42,72 @@ def _check_path(name: str, pattern: str, problems: list[str], *, many: bool = Fa
     return found
 
 
-def _load(
-    path: str, pixel_size: float
-) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
-    """Read any supported image file; checks the pixel size is known and positive."""
-    from emforge.io import read_image_file
+_MRC_SUFFIXES = (".mrc", ".map", ".mrcs", ".rec", ".st", ".ali")
 
-    data, voxel, origin = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
+
+def _geometry_problem(path: str, info) -> str | None:
+    """Why a map's geometry cannot be imported (non-orthogonal cell, anisotropic voxels)."""
+    if not info.orthogonal:
+        angles = ", ".join(f"{a:.4g}°" for a in info.cell_angles)
+        return (
+            f"{path}: non-orthogonal cell (alpha, beta, gamma = {angles}); emforge reads maps "
+            "on orthogonal axes only (resample it onto a 90° grid first)"
+        )
+    vz, vy, vx = info.voxel_size
+    spread = max(info.voxel_size) - min(info.voxel_size)
+    if min(info.voxel_size) > 0 and spread > 1e-4 * max(info.voxel_size):
+        return (
+            f"{path}: anisotropic voxels (z, y, x) = ({vz:g}, {vy:g}, {vx:g}) Å; emforge's "
+            "protocols need cubic voxels (resample the map, or set pixel_size if the header is wrong)"
+        )
+    return None
+
+
+def _load(path: str, pixel_size: float) -> tuple[np.ndarray, tuple, tuple, str]:
+    """Read any supported image file: (data, voxel (z, y, x) Å, frame (z, y, x) Å, origin field).
+
+    Checks the pixel size is known and positive and, for MRC files, that the cell is
+    orthogonal with cubic voxels. The frame and the field it came in follow
+    :class:`emforge.io.MrcInfo` (``"none"`` for TIFF and EM files).
+    """
+    from emforge.errors import InputFileError
+    from emforge.io import read_image_file, read_volume
+
+    override = None if pixel_size <= 0 else pixel_size
+    field = "none"
+    if Path(path).suffix.lower() in _MRC_SUFFIXES:
+        data, info = read_volume(path, pixel_size=override)
+        problem = _geometry_problem(path, info)
+        if problem:
+            raise InputFileError(path, problem.removeprefix(f"{path}: "))
+        voxel = info.voxel_size if min(info.voxel_size[1:]) > 0 else None
+        origin, field = info.origin, info.origin_field
+    else:
+        data, voxel, origin = read_image_file(path, pixel_size=override)
     if voxel is None or min(voxel) <= 0:
         raise ParamError(
             "pixel_size", f"{path}: the file gives no pixel size (0 in the header); set pixel_size"
         )
-    return data, voxel, origin
+    return data, voxel, origin, field
 
 
 def _header_problems(
-    path: str, pixel_size: float, problems: list[str], *, ndim: int = 3
+    path: str, pixel_size: float, problems: list[str], *, name: str = "path"
 ) -> tuple | None:
     """Validate a map file without reading its data (header and size checks)."""
     from emforge.errors import EmforgeError
     from emforge.io import read_image_file, read_info
 
     try:
-        if Path(path).suffix.lower() in (".mrc", ".map", ".mrcs", ".rec", ".st", ".ali"):
+        if Path(path).suffix.lower() in _MRC_SUFFIXES:
             info = read_info(path)
             if pixel_size <= 0 and min(info.voxel_size) <= 0:
                 problems.append(
                     f"param 'pixel_size': {path}: the header says pixel size 0; set pixel_size"
                 )
+            problem = _geometry_problem(path, info)
+            if problem and not (pixel_size > 0 and info.orthogonal):  # a pixel_size overrides
+                problems.append(f"param '{name}': {problem}")
             return info.shape
         data, voxel, _ = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
         if voxel is None:
@@ -82,28 +120,56 @@ def _header_problems(
         return None
 
 
-def _write_map(ctx: StepContext, name: str, data: np.ndarray, voxel: tuple, origin: tuple) -> str:
+def _frame_problems(name: str, path: str, half: str, pixel_size: float) -> list[str]:
+    """A half map must sit where its map sits (same frame within 0.01 Å)."""
+    from emforge.io import read_info
+
+    frames = []
+    for f in (path, half):
+        if Path(f).suffix.lower() not in _MRC_SUFFIXES:
+            return []  # TIFF/EM files carry no frame
+        info = read_info(f)
+        if pixel_size > 0 and info.origin_field == "nstart":  # NSTART moves with the voxel
+            frames.append(tuple(n * pixel_size for n in info.nstart))
+        else:
+            frames.append(info.origin)
+    if all(abs(a - b) <= 0.01 for a, b in zip(*frames, strict=True)):
+        return []
+    show = [", ".join(f"{v:g}" for v in fr) for fr in frames]
+    return [f"param '{name}': {half}: frame ({show[1]}) Å differs from the map's ({show[0]}) Å"]
+
+
+def _write_map(
+    ctx: StepContext, name: str, data: np.ndarray, voxel: tuple, origin: tuple, field: str
+) -> str:
+    """Write the project copy with the source's frame, in the header field(s) it came in."""
     from emforge.io import write_volume
 
     target = ctx.path(name)
-    write_volume(target, data.astype(np.float32, copy=False), voxel_size=voxel, origin=origin)
+    write_volume(
+        target,
+        data.astype(np.float32, copy=False),
+        voxel_size=voxel,
+        origin=origin,
+        origin_field=field,
+    )
     return str(target)
 
 
 def import_volume_step(
     ctx: StepContext, *, path: str, pixel_size: float, half1: str, half2: str
 ) -> dict:
-    data, voxel, origin = _load(path, pixel_size)
-    out = _write_map(ctx, "volume.mrc", data, voxel, origin)
+    data, voxel, origin, field = _load(path, pixel_size)
+    out = _write_map(ctx, "volume.mrc", data, voxel, origin, field)
     halves = []
     for i, h in enumerate((half1, half2), start=1):
         if h:
-            hd, hv, ho = _load(h, pixel_size if pixel_size > 0 else voxel[2])
+            hd, hv, ho, hf = _load(h, pixel_size if pixel_size > 0 else voxel[2])
             if hd.shape != data.shape:
                 raise ParamError(
                     f"half{i}", f"{h}: shape {hd.shape} differs from the map's {data.shape}"
                 )
-            halves.append(_write_map(ctx, f"half{i}.mrc", hd, hv, ho))
+            halves.append(_write_map(ctx, f"half{i}.mrc", hd, hv, ho, hf))
     vol = Volume(
         out,
         float(voxel[2]),
@@ -113,6 +179,7 @@ def import_volume_step(
         half2=halves[1] if len(halves) > 1 else None,
         voxel_size=tuple(map(float, voxel)),
         source=path,
+        origin_field=field,
     )
     ctx.output("volume", vol, label=Path(path).name)
     return {
@@ -158,11 +225,17 @@ class ImportVolume(Protocol):
             value = getattr(p, name)
             if value:
                 hfound = _check_path(name, value, problems)
-                hshape = _header_problems(hfound[0], p.pixel_size, problems) if hfound else None
+                hshape = (
+                    _header_problems(hfound[0], p.pixel_size, problems, name=name)
+                    if hfound
+                    else None
+                )
                 if shape and hshape and tuple(hshape) != tuple(shape):
                     problems.append(
                         f"param '{name}': {value}: shape {tuple(hshape)} differs from the map's {tuple(shape)}"
                     )
+                elif shape and hshape:
+                    problems += _frame_problems(name, found[0], hfound[0], p.pixel_size)
         if shape is not None and len(shape) == 3 and shape[0] == 1:
             problems.append(f"param 'path': {p.path}: is a 2D image, not a 3D map")
         return problems
@@ -193,9 +266,9 @@ class ImportVolume(Protocol):
 def import_many_step(ctx: StepContext, *, paths: list[str], pixel_size: float, kind: str) -> dict:
     cols: dict[str, list] = {"image_path": [], "pixel_size": []}
     for i, path in enumerate(paths):
-        data, voxel, origin = _load(path, pixel_size)
+        data, voxel, origin, field = _load(path, pixel_size)
         cols["image_path"].append(
-            _write_map(ctx, f"{kind.lower()}_{i + 1:04d}.mrc", data, voxel, origin)
+            _write_map(ctx, f"{kind.lower()}_{i + 1:04d}.mrc", data, voxel, origin, field)
         )
         cols["pixel_size"].append(voxel[2])
         ctx.progress((i + 1) / len(paths), Path(path).name)
@@ -254,7 +327,7 @@ def _mask_value_problems(path: str) -> list[str]:
 
 
 def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
-    data, voxel, origin = _load(path, pixel_size)
+    data, voxel, origin, field = _load(path, pixel_size)
     lo, hi = float(data.min()), float(data.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ParamError(
@@ -262,7 +335,7 @@ def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
         )
     data = np.clip(data, 0.0, 1.0)
     soft = bool(np.any((data > 1e-6) & (data < 1 - 1e-6)))
-    out = _write_map(ctx, "mask.mrc", data, voxel, origin)
+    out = _write_map(ctx, "mask.mrc", data, voxel, origin, field)
     ctx.output(
         "mask",
         VolumeMask(
@@ -273,6 +346,7 @@ def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
             voxel_size=tuple(map(float, voxel)),
             soft=soft,
             source=path,
+            origin_field=field,
         ),
         label=Path(path).name,
     )

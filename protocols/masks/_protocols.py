@@ -69,18 +69,30 @@ def _read_mask(path: str) -> np.ndarray:
 
 # -- masks.create -----------------------------------------------------------------------------
 def create_step(
-    ctx: StepContext, *, shape: list[int], pixel_size: float, geometry: str, options: dict[str, Any]
+    ctx: StepContext,
+    *,
+    shape: list[int],
+    pixel_size: float,
+    geometry: str,
+    options: dict[str, Any],
+    origin: list[float] | None = None,
+    origin_field: str = "origin",
 ) -> dict:
+    """Write the mask; ``origin``/``origin_field``: the reference map's frame (None: 0)."""
     from emforge.io import write_volume
 
     from .kernels import is_binary, make_mask
 
     mask = make_mask(tuple(shape), geometry, **options)
     path = ctx.path("mask.mrc")
-    write_volume(path, mask, voxel_size=pixel_size)
+    frame = tuple(map(float, origin)) if origin else (0.0, 0.0, 0.0)
+    write_volume(path, mask, voxel_size=pixel_size, origin=frame, origin_field=origin_field)
     soft = not is_binary(geometry)
     if len(shape) == 3:
-        ctx.output("mask", VolumeMask(str(path), pixel_size, tuple(shape), soft=soft))
+        vm = VolumeMask(
+            str(path), pixel_size, tuple(shape), frame, soft=soft, origin_field=origin_field
+        )
+        ctx.output("mask", vm)
     else:
         ctx.output("mask", Mask2D(str(path), pixel_size, tuple(shape), soft=soft))
     return {"inside_fraction": float(mask.mean()), "max": float(mask.max())}
@@ -144,6 +156,19 @@ class MaskCreate(Protocol):
     def _geometry(self) -> str:
         return self.params.geometry if self.params.dimensions == "3d" else self.params.geometry2d
 
+    def _frame(self, shape, px: float) -> dict[str, Any]:
+        """The reference map's frame, when the mask shares its box and pixel size."""
+        ref = self.input.get("reference")
+        same = (
+            ref is not None
+            and not hasattr(ref, "attrs")
+            and tuple(ref.shape) == tuple(shape)
+            and abs(float(ref.pixel_size) - px) <= 1e-6 * px
+        )
+        if not same:
+            return {}
+        return {"origin": list(ref.origin), "origin_field": ref.origin_field}
+
     def validate(self) -> list[str]:
         shape, px = self._box()
         problems = []
@@ -168,7 +193,11 @@ class MaskCreate(Protocol):
                 create_step,
                 outputs=["mask"],
                 args=dict(
-                    shape=list(shape), pixel_size=px, geometry=self._geometry(), options=opts
+                    shape=list(shape),
+                    pixel_size=px,
+                    geometry=self._geometry(),
+                    options=opts,
+                    **self._frame(shape, px),
                 ),
             )
         ]  # type: ignore[arg-type]
@@ -205,7 +234,7 @@ def mask_volume_step(
                     data, geometry, fill=fill, fill_value=fill_value, out=data, **options
                 )
             target = ctx.path(f"{item['name']}{'' if role == 'path' else '_' + role}.mrc")
-            write_volume(target, out, voxel_size=info.voxel_size, origin=info.origin)
+            write_volume(target, out, **info.placement)
             paths[role] = str(target)
         written.append(paths)
         ctx.progress((k + 1) / len(items), item["name"])
@@ -319,7 +348,17 @@ def register_volumes_step(
         h1 = str(ctx.path("volume_half1.mrc")) if v.half1 else None
         h2 = str(ctx.path("volume_half2.mrc")) if v.half2 else None
         ctx.output(
-            "volume", Volume(paths["volume"], v.pixel_size, v.shape, v.origin, h1, h2, v.voxel_size)
+            "volume",
+            Volume(
+                paths["volume"],
+                v.pixel_size,
+                v.shape,
+                v.origin,
+                h1,
+                h2,
+                v.voxel_size,
+                origin_field=v.origin_field,
+            ),
         )
     else:
         ctx.output_set_copy(

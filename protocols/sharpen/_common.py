@@ -84,16 +84,25 @@ def write_outputs(
 
     info = read_info(src.path)
     path = ctx.path("sharpened.mrc")
-    write_volume(path, data.astype(np.float32), voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(path, data.astype(np.float32), **info.placement)
     hp: list[str | None] = [None, None]
     if halves is not None:
         for i, h in enumerate(halves):
             p = ctx.path(f"sharpened_half{i + 1}.mrc")
-            write_volume(p, h.astype(np.float32), voxel_size=info.voxel_size, origin=info.origin)
+            write_volume(p, h.astype(np.float32), **info.placement)
             hp[i] = str(p)
     ctx.output(
         "volume",
-        Volume(str(path), src.pixel_size, src.shape, src.origin, hp[0], hp[1], src.voxel_size),
+        Volume(
+            str(path),
+            src.pixel_size,
+            src.shape,
+            src.origin,
+            hp[0],
+            hp[1],
+            src.voxel_size,
+            origin_field=src.origin_field,
+        ),
     )
     if fsc is not None:
         ctx.output("fsc", fsc)

@@ -104,7 +104,7 @@ def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float)
     write_outputs(ctx, src, res.map, halves)  # type: ignore[arg-type]
     from emforge.io import write_volume
 
-    write_volume(ctx.path("model_map.mrc"), mm, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(ctx.path("model_map.mrc"), mm, **info.placement)
     write_report(
         ctx.extra,
         "sharpen.model",
@@ -496,11 +496,16 @@ def locres_step(
     )
     info = read_info(halves[0])
     path = ctx.path("local_resolution.mrc")
-    write_volume(path, res.map, voxel_size=info.voxel_size, origin=info.origin)
+    write_volume(path, res.map, **info.placement)
     ctx.output(
         "local_resolution",
         Volume(
-            str(path), src.pixel_size, tuple(res.map.shape), src.origin, voxel_size=src.voxel_size
+            str(path),
+            src.pixel_size,
+            tuple(res.map.shape),
+            src.origin,
+            voxel_size=src.voxel_size,
+            origin_field=src.origin_field,
         ),
     )
     inside = res.map[mask > 0.5] if mask is not None else res.map.ravel()

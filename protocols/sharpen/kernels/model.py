@@ -5,8 +5,9 @@ map-model correlation.
 Conventions
 -----------
 * Maps are float32 ndarrays (z, y, x); voxel ``[k, j, i]`` lies at the position
-  ``origin + (i, j, k) * pixel_size`` Angstrom (x, y, z), like an MRC map whose header origin is
-  ``origin``. ``origin`` is given in (x, y, z) order because it is a position in the model's
+  ``origin + (i, j, k) * pixel_size`` Angstrom (x, y, z): ``origin`` is the map's frame
+  (``MrcInfo.origin`` reversed, whether the header held it in ORIGIN or in NSTART x voxel size;
+  see docs/conventions.md), given in (x, y, z) order because it is a position in the model's
   coordinate frame (Angstrom).
 * The model map is periodic in the box (the box is treated as a P1 unit cell of
   ``shape * pixel_size`` Angstrom); atoms outside the box wrap around, which is why
@@ -129,7 +130,7 @@ def model_map(
     model_path_or_structure : str, path or gemmi.Structure (first model used)
     shape : (nz, ny, nx)
     pixel_size : float, Angstrom
-    origin : (x, y, z) Angstrom of voxel (0, 0, 0) (the MRC header origin)
+    origin : (x, y, z) Angstrom of voxel (0, 0, 0) (the map's frame, ORIGIN or NSTART)
     resolution : float, Angstrom (not finer than Nyquist)
     b_add : float, Angstrom^2 added to every atom's B
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,36 @@ def write_child(folder: Path) -> list[str]:
     path = folder / "child_run.py"
     path.write_text(CHILD.format(here=str(HERE)))
     return [sys.executable, str(path)]
+
+
+# -P: like the console script, the current folder is not put on the import path
+CLI = [sys.executable, "-P", "-c", "import sys; from emforge.cli import main; sys.exit(main())"]
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.02):
+    """Poll ``predicate`` until it returns a true value (returned), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(step)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def set_run(project: Project, run_id: int, **values) -> None:
+    """Write columns of a run row directly (raw SQL), e.g. to fake a crashed engine."""
+    con = sqlite3.connect(project.db_path)
+    try:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        con.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*values.values(), run_id))
+        con.commit()
+    finally:
+        con.close()

@@ -12,7 +12,7 @@ import pytest
 from emforge.cli import main
 from emforge.engine.listing import run_rows
 from emforge.errors import EmforgeError, ValidationError
-from emforge.io import read_volume
+from emforge.io import read_info, read_volume
 from emforge.project import Project
 
 # file -> (shape (z, y, x), voxel size (z, y, x) in Å), from the data README
@@ -36,7 +36,13 @@ def test_import_every_real_map(project, data_dir):
     found = sorted(p.name for p in (data_dir / "maps").iterdir() if p.suffix in (".map", ".mrc"))
     assert set(found) - set(MAPS) == {"emd_3488_contour_mask.mrc"}
     for name, (shape, voxel) in MAPS.items():
+        if name == "EMD-3001.map":  # non-orthogonal cell (beta 94.33°): refused, one line
+            with pytest.raises(ValidationError, match="non-orthogonal cell"):
+                _import(project, "import.volume", path=str(data_dir / "maps" / name))
+            continue
         vol = _import(project, "import.volume", path=str(data_dir / "maps" / name))
+        # the frame as deposited (EMD-1832: NSTART -32 × 5.7 Å; EMD-5625: -28 × 4.23 Å)
+        assert vol.origin == pytest.approx(read_info(data_dir / "maps" / name).origin), name
         assert vol.kind == "Volume" and tuple(vol.shape) == shape, name
         np.testing.assert_allclose(vol.voxel_size, voxel, rtol=1e-4, err_msg=name)
         assert vol.pixel_size == pytest.approx(voxel[2], rel=1e-4)

@@ -147,6 +147,9 @@ def test_vanished_source_is_missing_and_resume_refuses_in_one_line(folders, caps
     assert len(err.strip().splitlines()) == 1 and "is gone" in err and "Traceback" not in err
     assert str(a / "map.mrc") in err
     assert _dump(p / "project.sqlite") == before
+    rc, out, err = _cli(capsys, "runs", "restart", "1", "-P", p)  # forgets nothing first
+    assert rc == 2 and "is gone" in err and len(err.strip().splitlines()) == 1
+    assert _dump(p / "project.sqlite") == before
 
 
 @pytest.mark.slow

@@ -83,7 +83,14 @@ def test_real_files_match_mrcfile_header(path):
     np.testing.assert_array_equal(data, expected.astype(np.float32))
     assert data.dtype == np.float32 and data.flags.c_contiguous
     assert info.voxel_size == pytest.approx(raw["vox_xyz"][::-1], rel=1e-6)
-    assert info.origin == pytest.approx(raw["origin_xyz"][::-1])
+    assert info.header_origin == pytest.approx(raw["origin_xyz"][::-1])
+    # the frame: ORIGIN when non-zero, else NSTART × voxel size (EMD-1832: -32 × 5.7 Å)
+    frame = (
+        raw["origin_xyz"][::-1]
+        if any(raw["origin_xyz"])
+        else [n * v for n, v in zip(info.nstart, info.voxel_size, strict=True)]
+    )
+    assert info.origin == pytest.approx(frame, abs=1e-3)
     assert info.mode == raw["mode"]
 
 
