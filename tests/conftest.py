@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# shared test helpers (projectstate.py) import as top-level modules, as pytest's importlib
+# import mode does not put this folder on the path
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from emforge.project import Project
 

@@ -173,9 +173,14 @@ def _finish_message(proj: Project, run_id: int, status: str) -> int:
     if status == "finished":
         outs = proj.outputs(run_id)
         names = ", ".join(f"{run_id}.{n}" for n in outs) or "none"
-        out.print(
-            f"run {run_id} finished in {row['finished'] - row['started']:.2f} s; outputs: {names}"
+        # another engine may already have claimed the run again (a concurrent resume that
+        # finds every step done): its row then has no finish time yet
+        took = (
+            f" in {row['finished'] - row['started']:.2f} s"
+            if row["finished"] is not None and row["started"] is not None
+            else ""
         )
+        out.print(f"run {run_id} finished{took}; outputs: {names}")
         if row["summary"]:
             out.print(row["summary"], markup=False)
         return 0

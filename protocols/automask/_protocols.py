@@ -22,36 +22,9 @@ from emforge.engine import (
 )
 from emforge.objects import Volume, VolumeMask
 
+from ._report import write_mask_report
+
 __all__ = ["AutoMask3D", "SoftMask", "write_mask_report"]
-
-
-def write_mask_report(path: Any, volume: np.ndarray, mask: np.ndarray, *, title: str) -> str:
-    """Central z, y and x slices of the map with the mask's 0.5 contour in red (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cz, cy, cx = (s // 2 for s in volume.shape)
-    views = [
-        ("central z slice (x→, y↓)", volume[cz], mask[cz]),
-        ("central y slice (x→, z↓)", volume[:, cy], mask[:, cy]),
-        ("central x slice (y→, z↓)", volume[:, :, cx], mask[:, :, cx]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
-    for ax, (name, img, m) in zip(axes, views, strict=True):
-        ax.imshow(img, cmap="gray", origin="upper")
-        if m.max() > 0.5 > m.min():
-            ax.contour(m, levels=[0.5], colors="red", linewidths=1.2)
-        if m.max() > 0.05 > m.min():
-            ax.contour(m, levels=[0.05], colors="orange", linewidths=0.8, linestyles="dashed")
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{title}\nred: mask = 0.5, orange dashed: soft edge = 0.05", fontsize=11)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
 
 
 def _register(
@@ -109,15 +82,24 @@ def _read(path: str) -> np.ndarray:
 
 
 def auto3d_step(
-    ctx: StepContext, *, volume: dict, auto: bool, resolution: float, options: dict
+    ctx: StepContext,
+    *,
+    volume: dict,
+    auto: bool,
+    resolution: float,
+    options: dict,
+    rule: str = "robust",
 ) -> dict:
-    from .kernels import auto3d, auto_mask
+    from .kernels import auto3d, auto_mask, robust_auto_mask
 
     data = _read(volume["path"])
+    warnings: list[str] = []
     if auto:
-        mask, chosen = auto_mask(
-            data, pixel_size=volume["pixel_size"], resolution=resolution or None
-        )
+        pick = robust_auto_mask if rule == "robust" else auto_mask
+        mask, chosen = pick(data, pixel_size=volume["pixel_size"], resolution=resolution or None)
+        warnings = list(chosen.pop("warnings", []))
+        for w in warnings:
+            ctx.log(f"warning: {w}")
     else:
         mask = auto3d(data, **options)
         chosen = dict(options)
@@ -134,8 +116,13 @@ def auto3d_step(
             "lower it, or seed with nmaxseed",
         )
     chosen = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in chosen.items()}
-    _register(ctx, volume, data, mask.astype(np.float32), title=f"automask.auto3d: {_fmt(chosen)}")
-    return {"params": chosen, "inside_fraction": float((mask >= 0.5).mean())}
+    title = "\n".join([f"automask.auto3d: {_fmt(chosen)}", *(f"warning: {w}" for w in warnings)])
+    _register(ctx, volume, data, mask.astype(np.float32, copy=False), title=title)
+    return {
+        "params": chosen,
+        "inside_fraction": float((mask >= 0.5).mean()),
+        "warnings": warnings,
+    }
 
 
 def _fmt(d: dict) -> str:
@@ -149,12 +136,13 @@ def _fmt(d: dict) -> str:
 
 class AutoMask3D(Protocol):
     id = "automask.auto3d"
-    version = "1"
+    version = "2"
     label = "Automatic 3D mask (EMAN2 mask.auto3d)"
     help = (
         "Flood-fill the density connected to seeds above a threshold, grow it by shells and soften its edge. "
-        "With no threshold and no sigma the parameters are chosen automatically, as EMAN2's refinement "
-        "post-processing does."
+        "With no threshold and no sigma the parameters are chosen automatically (auto_rule: robust, "
+        "or as EMAN2's refinement post-processing does); the summary warns when the mask misses the "
+        "box centre, most of the density, or a brighter density."
     )
     citations = (
         "Tang G. et al. (2007) EMAN2: an extensible image processing suite. J Struct Biol 157:38-46",
@@ -208,6 +196,15 @@ class AutoMask3D(Protocol):
             level=Level.ADVANCED,
             shown_when=ShownWhen("threshold", "==", None),
             ge=0,
+        )
+        auto_rule: Literal["robust", "eman2"] = param(
+            "robust",
+            "Automatic parameters: 'robust' ranks the connected densities by integrated density "
+            "and centrality (a bright contaminant cannot take the mask) with margins set by the "
+            "resolution; 'eman2' seeds from the 24 highest voxels as EMAN2's refinement does",
+            section="Automatic",
+            level=Level.ADVANCED,
+            shown_when=ShownWhen("threshold", "==", None),
         )
 
     inputs = {"volume": Input(("Volume",), "the map to mask")}
@@ -265,6 +262,7 @@ class AutoMask3D(Protocol):
                     auto=self.automatic,
                     resolution=p.resolution,
                     options=options,
+                    rule=p.auto_rule,
                 ),
             )
         ]
@@ -276,10 +274,17 @@ class AutoMask3D(Protocol):
         extra = ""
         if "vmax" in chosen:
             extra = f" (vmax={chosen['vmax']:.4g}, particle radius={chosen.get('particle_radius_px')} px)"
-        return (
+        elif "molecule_peak" in chosen:
+            extra = (
+                f" (resolution={chosen['resolution']:.3g} Å, molecule peak="
+                f"{chosen['molecule_peak']:.4g}, kept {chosen['kept']} of "
+                f"{chosen['components']} components)"
+            )
+        lines = [
             f"{head}: {_fmt(chosen)}{extra}; mask covers {100 * r.get('inside_fraction', 0):.1f}% of the box; "
             f"report: extra/report.png"
-        )
+        ]
+        return "\n".join(lines + [f"warning: {w}" for w in r.get("warnings", [])])
 
 
 def soft_step(ctx: StepContext, *, volume: dict, mode: str, options: dict) -> dict:

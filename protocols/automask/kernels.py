@@ -26,6 +26,7 @@ from ._morphology import (
     keep_labels_with,
     largest_component,
 )
+from ._robust import choose_components, mask_warnings, soft_edge_width
 
 __all__ = [
     "auto3d",
@@ -33,6 +34,7 @@ __all__ = [
     "auto_mask",
     "gaussian_lowpass",
     "radial_max_profile",
+    "robust_auto_mask",
     "soft_mask",
     "threshold_mask",
 ]
@@ -165,12 +167,17 @@ def auto3d(
         binary &= make_mask(vol.shape, "sphere", radius=max_radius, dtype=bool)
     seeds = _seeds(vol, binary, thr, radius, nmaxseed, max_radius)
     region = keep_labels_with(binary | seeds, seeds)
+    mask = _grow_and_soften(region, nshells, nshellsgauss)
+    return mask if return_mask else np.multiply(vol, mask)
+
+
+def _grow_and_soften(region: np.ndarray, nshells: int, nshellsgauss: int) -> np.ndarray:
+    """Steps 4 and 5 of :func:`auto3d`: dilation by ``nshells + nshellsgauss // 2``, then the
+    Gaussian soft edge (float32 out)."""
     region = dilate6(region, nshells + nshellsgauss // 2)
     if nshellsgauss > 0:
-        mask = gaussian_soften(region, float(nshellsgauss))
-    else:
-        mask = region.astype(np.float32)
-    return mask if return_mask else np.multiply(vol, mask)
+        return gaussian_soften(region, float(nshellsgauss))
+    return region.astype(np.float32)
 
 
 def gaussian_lowpass(volume: np.ndarray, *, pixel_size: float, cutoff: float) -> np.ndarray:
@@ -180,12 +187,18 @@ def gaussian_lowpass(volume: np.ndarray, *, pixel_size: float, cutoff: float) ->
     """
     vol = _as_volume(volume)
     spec = sfft.rfftn(vol, workers=-1)
-    for axis, n in enumerate(vol.shape):
-        s = (sfft.rfftfreq(n) if axis == 2 else sfft.fftfreq(n)) / pixel_size
-        shape = [1, 1, 1]
-        shape[axis] = s.size
-        spec *= np.exp(-(s**2) / (2.0 * cutoff**2)).astype(np.float32).reshape(shape)
-    return sfft.irfftn(spec, s=vol.shape, workers=-1)
+    hz, hy, hx = (
+        np.exp(-((f / pixel_size) ** 2) / (2.0 * cutoff**2)).astype(np.float32)
+        for f in (
+            sfft.fftfreq(vol.shape[0]),
+            sfft.fftfreq(vol.shape[1]),
+            sfft.rfftfreq(vol.shape[2]),
+        )
+    )
+    hyx = hy[:, None] * hx[None, :]
+    for k in range(spec.shape[0]):  # one pass over the spectrum, plane by plane (in cache)
+        spec[k] *= hz[k] * hyx
+    return sfft.irfftn(spec, s=vol.shape, workers=-1, overwrite_x=True)
 
 
 def radial_max_profile(volume: np.ndarray, rmax: int | None = None) -> np.ndarray:
@@ -291,6 +304,63 @@ def auto_mask(
     keys = ("threshold", "radius", "nmaxseed", "nshells", "nshellsgauss", "max_radius")
     mask = auto3d(lp, **{k: params[k] for k in keys})
     return (mask if return_mask else np.multiply(vol, mask)), params
+
+
+def robust_auto_mask(
+    volume: np.ndarray,
+    *,
+    pixel_size: float,
+    resolution: float | None = None,
+    return_mask: bool = True,
+) -> tuple[np.ndarray, dict]:
+    """An automatic mask that survives bright contaminants, with margins in Angstrom.
+
+    1. Low-pass the map at its resolution (``res`` = ``resolution``, or when None
+       ``max(5 A, 3 * pixel_size)``): Gaussian ``exp(-s**2 / 2 fc**2)``, ``fc = 1 / res``
+       1/Angstrom (real-space sigma ``res / (2 pi)``).
+    2. Components of the low-passed map above ``0.05 *`` the molecule's peak, ranked by
+       integrated density times centrality; the best ones are kept (rules in
+       :func:`~emforge.protocols.automask._robust.choose_components`). A small bright blob
+       away from the centre no longer takes the mask from the molecule. The margin around
+       the atoms comes from the blur and the low contour level, so it scales with the
+       resolution in Angstrom, not with the box.
+    3. :func:`auto3d`'s Gaussian soft edge (``nshellsgauss`` = ``round(0.5 res / pixel_size)``
+       px, at least 1) applied to the kept region itself (no extra shells: its 0.5 level
+       stays on the region's surface).
+    4. Warnings (sentences) when the mask misses the box centre, holds less than half of the
+       density above the threshold, or leaves out a density brighter than the one it holds.
+
+    Parameters
+    ----------
+    volume : (z, y, x) ndarray, converted to float32.
+    pixel_size : float, Angstrom per pixel (> 0).
+    resolution : float, Angstrom, optional (>= 2 * pixel_size).
+    return_mask : bool
+        False: return ``volume * mask`` (the original volume) instead of the mask.
+
+    Returns
+    -------
+    ``(mask, info)``: the float32 mask in [0, 1], and a dict with ``threshold,
+    nshellsgauss, resolution, lowpass_cutoff, molecule_peak, map_peak, components, kept`` and
+    ``warnings`` (list of str).
+    """
+    vol = _as_volume(volume)
+    pixel_size = _real("pixel_size", pixel_size, minimum=0.0, strict=True)
+    if resolution is not None:
+        resolution = _real("resolution", resolution, minimum=2 * pixel_size)
+    res = resolution if resolution is not None else max(5.0, 3.0 * pixel_size)
+    cutoff = 1.0 / res
+    lp = gaussian_lowpass(vol, pixel_size=pixel_size, cutoff=cutoff)
+    region, info = choose_components(lp)
+    width = soft_edge_width(res, pixel_size)
+    mask = gaussian_soften(region, float(width))
+    info.update(
+        nshellsgauss=width,
+        resolution=float(res),
+        lowpass_cutoff=float(cutoff),
+        warnings=mask_warnings(lp, mask, info["threshold"], pixel_size),
+    )
+    return (mask if return_mask else np.multiply(vol, mask)), info
 
 
 def soft_mask(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+from projectstate import db_dump, runs_listing
 
 from emforge.cli import main
 from emforge.io import write_volume
@@ -401,18 +401,6 @@ for _cid, _argv, _say in [
     CASES.append((_cid, _argv, _say))
 
 
-def _dump(project: Project) -> list[str]:
-    con = sqlite3.connect(project.db_path)
-    try:
-        return list(con.iterdump())
-    finally:
-        con.close()
-
-
-def _listing(project: Project) -> list[str]:
-    return sorted(str(p.relative_to(project.path)) for p in (project.path / "Runs").rglob("*"))
-
-
 def _argv(env: Env, build) -> list[str]:
     argv = build(env)
     if argv[0] == "run" and "--project" not in argv:
@@ -427,7 +415,7 @@ def test_corpus_is_large_and_ids_unique():
 
 @pytest.mark.parametrize("cid, build, say", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(env, capsys, cid, build, say):
-    before = (_dump(env.project), _listing(env.project))
+    before = (db_dump(env.project.db_path), runs_listing(env.project.path))
     rc = main(_argv(env, build))
     cap = capsys.readouterr()
     lines = cap.err.strip().splitlines()
@@ -436,12 +424,12 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(env, capsys, cid, buil
     assert lines[0].startswith("emforge: error: ") and "Traceback" not in cap.err
     for word in say:
         assert word in lines[0], (word, lines[0])
-    assert (_dump(env.project), _listing(env.project)) == before
+    assert (db_dump(env.project.db_path), runs_listing(env.project.path)) == before
 
 
 def test_the_corpus_can_fail_a_good_run_changes_the_database(env, capsys):
     """Control: a good import run through the same path does change the dump."""
-    before = _dump(env.project)
+    before = db_dump(env.project.db_path)
     rc = main(
         [
             "run",
@@ -455,7 +443,7 @@ def test_the_corpus_can_fail_a_good_run_changes_the_database(env, capsys):
         ]
     )
     capsys.readouterr()
-    assert rc == 0 and _dump(env.project) != before
+    assert rc == 0 and db_dump(env.project.db_path) != before
 
 
 SUBPROCESS_CASES = ["volume:stack", "import.volume:nan.mrc", "star:dup-optics", "input:bare-number", "exec:workers-0", "template:tpl_not_json.json"]  # fmt: skip
@@ -467,11 +455,11 @@ def test_bad_input_through_the_console_script(env, cid):
     if not exe.exists():
         pytest.skip("the 'emforge' console script is not installed (pip install -e .)")
     _, build, say = next(c for c in CASES if c[0] == cid)
-    before = (_dump(env.project), _listing(env.project))
+    before = (db_dump(env.project.db_path), runs_listing(env.project.path))
     proc = subprocess.run(
         [str(exe), *_argv(env, build)], capture_output=True, text=True, timeout=120
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and all(w in lines[0] for w in say), lines
-    assert (_dump(env.project), _listing(env.project)) == before
+    assert (db_dump(env.project.db_path), runs_listing(env.project.path)) == before

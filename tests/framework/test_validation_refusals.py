@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
+from projectstate import db_dump, runs_listing
 
 from emforge.cli import main
 from emforge.engine.checks import grid_problems, memory_problems
@@ -24,21 +24,9 @@ from emforge.project import Project
 PX = 2.0
 
 
-def _dump(project: Project) -> list[str]:
-    con = sqlite3.connect(project.db_path)
-    try:
-        return list(con.iterdump())
-    finally:
-        con.close()
-
-
-def _runs_listing(project: Project) -> list[str]:
-    return sorted(str(p.relative_to(project.path)) for p in (project.path / "Runs").rglob("*"))
-
-
 def refused(capsys, project: Project, *argv: str, say: tuple[str, ...] = ()) -> str:
     """Run the CLI in-process; assert exit 2, one stderr line, no traceback, nothing written."""
-    before = (_dump(project), _runs_listing(project))
+    before = (db_dump(project.db_path), runs_listing(project.path))
     rc = main([*argv, "--project", str(project.path)] if argv[0] == "run" else list(argv))
     cap = capsys.readouterr()
     lines = cap.err.strip().splitlines()
@@ -47,7 +35,7 @@ def refused(capsys, project: Project, *argv: str, say: tuple[str, ...] = ()) -> 
     assert lines[0].startswith("emforge: error: ") and "Traceback" not in cap.err
     for word in say:
         assert word in lines[0], (word, lines[0])
-    assert (_dump(project), _runs_listing(project)) == before
+    assert (db_dump(project.db_path), runs_listing(project.path)) == before
     return lines[0]
 
 

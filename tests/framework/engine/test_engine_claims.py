@@ -80,10 +80,28 @@ def test_sixteen_concurrent_resumes_run_each_step_once(project):
         assert rc in (0, 2) and "Traceback" not in err, err
         if rc == 2:  # one line naming the engine that held the run
             m = BUSY.match(err.strip())
-            assert m and int(m.group(1)) == run_id and int(m.group(2)) in ran, err
+            assert m and int(m.group(1)) == run_id and int(m.group(2)) in ran, (err, results)
     # one engine ran the steps; the others were refused while it ran, or found them done
     assert integrity(project) == "ok"
     print(f"\n16 concurrent resumes: {len(refused)} refused, wall {wall:.1f} s")
+
+
+def test_finish_line_survives_a_concurrent_claim(project, monkeypatch, capsys):
+    """The engine that ran the steps reports its end although a second resume (which finds
+    every step done) has claimed the run again in between: that row has no finish time."""
+    run_id = _sleep_run(project, 0.0, 1)
+    real = commands._progress_runner
+
+    def then_claimed_again(proj, rid, args, **kw):
+        status = real(proj, rid, args, **kw)
+        set_run(proj, rid, status="running", finished=None, started=time.time())
+        return status
+
+    monkeypatch.setattr(commands, "_progress_runner", then_claimed_again)
+    rc = main(["runs", "resume", str(run_id), "-P", str(project.path), "--executor", "inline"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert f"run {run_id} finished; outputs:" in out and "Traceback" not in err
 
 
 def _stop_outside_a_transaction(project: Project, pid: int) -> None:

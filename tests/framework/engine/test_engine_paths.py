@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from projectstate import db_dump
 
 from emforge import paths
 from emforge.cli import main
@@ -32,14 +33,6 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     rc = main([str(a) for a in argv])
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
-
-
-def _dump(db: Path) -> list[str]:
-    con = sqlite3.connect(db)
-    try:
-        return list(con.iterdump())
-    finally:
-        con.close()
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -137,7 +130,7 @@ def test_vanished_source_is_missing_and_resume_refuses_in_one_line(folders, caps
     assert _cli(capsys, "run", "import.volume", "-P", p, "-p", "path=map.mrc")[0] == 0
     (a / "map.mrc").unlink()
     monkeypatch.chdir(b)
-    before = _dump(p / "project.sqlite")
+    before = db_dump(p / "project.sqlite")
     rc, out, err = _cli(capsys, "runs", "why", "1", "-P", p)
     assert rc == 0, err
     assert out.splitlines()[0] == "run 1: MISSING"
@@ -146,10 +139,10 @@ def test_vanished_source_is_missing_and_resume_refuses_in_one_line(folders, caps
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "is gone" in err and "Traceback" not in err
     assert str(a / "map.mrc") in err
-    assert _dump(p / "project.sqlite") == before
+    assert db_dump(p / "project.sqlite") == before
     rc, out, err = _cli(capsys, "runs", "restart", "1", "-P", p)  # forgets nothing first
     assert rc == 2 and "is gone" in err and len(err.strip().splitlines()) == 1
-    assert _dump(p / "project.sqlite") == before
+    assert db_dump(p / "project.sqlite") == before
 
 
 @pytest.mark.slow
@@ -232,7 +225,7 @@ def test_copied_project_never_writes_into_the_original(folders, capsys):
     _populate(p, a, capsys)
     p2 = p.parent / "P2"
     subprocess.run(["cp", "-a", str(p), str(p2)], check=True)
-    files, dump = _snapshot(p), _dump(p / "project.sqlite")
+    files, dump = _snapshot(p), db_dump(p / "project.sqlite")
     rc, out, _ = _cli(capsys, "runs", "why", "3", "-P", p2)
     assert rc == 0 and out.startswith("run 3: FRESH"), out
     assert _cli(capsys, "runs", "restart", "1", "-P", p2)[0] == 0
@@ -241,7 +234,7 @@ def test_copied_project_never_writes_into_the_original(folders, capsys):
     rc, _, err = _cli(capsys, "run", "masks.volumes", "-P", p2, "-i", "volume=1.volume")
     assert rc == 0, err
     assert _snapshot(p) == files
-    assert _dump(p / "project.sqlite") == dump
+    assert db_dump(p / "project.sqlite") == dump
     proj2 = Project.open(p2)
     new = proj2.outputs(4)["volume"]
     assert Path(new.path).is_relative_to(p2) and Path(new.path).is_file()

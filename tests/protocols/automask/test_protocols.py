@@ -21,7 +21,7 @@ from emforge.engine.listing import run_rows
 from emforge.engine.runs import run_row
 from emforge.io import read_volume
 from emforge.project import Project
-from emforge.protocols.automask.kernels import auto3d, auto_parameters
+from emforge.protocols.automask.kernels import auto3d, auto_mask, robust_auto_mask
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / ".." / "shared" / "data"
@@ -56,7 +56,11 @@ def runs(tmp_path_factory) -> dict:
     for name, file in MAPS.items():
         nodes.append(node(name, "import.volume", {"path": str((DATA / "maps" / file).resolve())}))
         nodes.append(node(f"auto_{name}", "automask.auto3d", volume=f"{name}.volume"))
+    dirty = _write_dirty_map(folder / "dirty.mrc")
     nodes += [
+        node("dirty", "import.volume", {"path": str(dirty)}),
+        node("auto_dirty", "automask.auto3d", volume="dirty.volume"),
+        node("eman2", "automask.auto3d", {"auto_rule": "eman2"}, volume="m5625.volume"),
         node("manual", "automask.auto3d", MANUAL, volume="m1832.volume"),
         node("soft", "automask.soft", {"mode": "soft", **SOFT}, volume="m1832.volume"),
         node("thresh", "automask.soft", {"mode": "threshold", **THRESH}, volume="m5625.volume"),
@@ -71,6 +75,28 @@ def runs(tmp_path_factory) -> dict:
     assert res.returncode == 0, res.stdout + res.stderr
     done = [ln for ln in res.stdout.splitlines() if ln.startswith("template done")][-1]
     return {"project": proj, "ids": {k: int(v) for k, v in re.findall(r"([\w-]+)=run (\d+)", done)}}
+
+
+def _write_dirty_map(path: Path) -> Path:
+    """EMD-3488 with a planted contaminant (see test_robust.plant_contaminant)."""
+    import importlib.util
+
+    import mrcfile
+
+    spec = importlib.util.spec_from_file_location(
+        "_robust_tests", Path(__file__).with_name("test_robust.py")
+    )
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+
+    with mrcfile.open(DATA / "maps" / "emd_3488.mrc", permissive=True) as mrc:
+        vol = np.asarray(mrc.data, dtype=np.float32).copy()
+        apix = float(mrc.voxel_size.x)
+    dirty, _ = helpers.plant_contaminant(vol, apix, 1.0 / 5.0)
+    with mrcfile.new(path) as out:
+        out.set_data(dirty)
+        out.voxel_size = apix
+    return path
 
 
 def _outputs(runs: dict, nid: str) -> tuple[Project, dict]:
@@ -122,18 +148,42 @@ def test_auto3d_automatic_on_real_maps(runs, name):
     row = run_row(proj, runs["ids"][f"auto_{name}"])
     w, h = _png_size(Path(row["workdir"]) / "extra" / "report.png")
     assert w > 600 and h > 200
-    chosen = auto_parameters(data, pixel_size=src.pixel_size)
+    _, chosen = robust_auto_mask(data, pixel_size=src.pixel_size)
+    np.testing.assert_array_equal(mask, robust_auto_mask(data, pixel_size=src.pixel_size)[0])
     summary = row["summary"]
     assert summary.startswith("automatic parameters")
     for word in (
         f"threshold={chosen['threshold']:.4g}",
-        "nmaxseed=24",
-        "radius=0",
-        f"nshells={chosen['nshells']}",
         f"nshellsgauss={chosen['nshellsgauss']}",
-        f"vmax={chosen['vmax']:.4g}",
-        f"particle radius={chosen['particle_radius_px']} px",
+        f"molecule peak={chosen['molecule_peak']:.4g}",
+        f"kept {chosen['kept']} of {chosen['components']} components",
     ):
+        assert word in summary, (word, summary)
+    assert "warning" not in summary
+
+
+def test_contaminant_warning_is_recorded_and_shown(runs):
+    data, src = _map(runs, "dirty")
+    mask = _check_outputs(runs, "auto_dirty", "dirty")
+    clean = read_volume(DATA / "maps" / "emd_3488.mrc")[0]
+    high = clean > clean.mean() + 2 * clean.std()
+    assert (mask[high] >= 0.5).mean() >= 0.98
+    rid = runs["ids"]["auto_dirty"]
+    row = run_row(Project.open(runs["project"]), rid)
+    assert "warning: a density brighter than the masked one was left out" in row["summary"]
+    shown = cli("runs", "show", rid, "-P", runs["project"])
+    assert shown.returncode == 0 and "warning: a density brighter" in shown.stdout, shown.stdout
+    log = (Path(row["workdir"]) / "logs" / "run.log").read_text()
+    assert "warning: a density brighter" in log
+
+
+def test_eman2_rule_equals_the_eman2_kernel(runs):
+    data, src = _map(runs, "m5625")
+    mask = _check_outputs(runs, "eman2", "m5625")
+    ref, chosen = auto_mask(data, pixel_size=src.pixel_size)
+    np.testing.assert_array_equal(mask, ref)
+    summary = run_row(Project.open(runs["project"]), runs["ids"]["eman2"])["summary"]
+    for word in ("nmaxseed=24", f"nshells={chosen['nshells']}", f"vmax={chosen['vmax']:.4g}"):
         assert word in summary, (word, summary)
 
 
