@@ -13,6 +13,8 @@ Tables
 ``objects``      every typed output object (Volume, SetOfParticles, FSC, ...).
 ``edges``        provenance: object -> run (``in``) and run -> object (``out``).
 ``set_columns``  the items of every set, column-chunked (see :mod:`emforge.sets`).
+``step_files``   size and mtime of every file a step wrote, to verify outputs on resume
+                 (created by the engine in older projects; see :mod:`emforge.engine.verify`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "objects",
     "edges",
     "set_columns",
+    "step_files",
     "make_engine",
     "write",
     "read",
@@ -153,6 +156,17 @@ edges = Table(
     Index("ix_edges_run", "run_id"),
 )
 
+step_files = Table(
+    "step_files",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("path", String, nullable=False),  # relative to the project root when inside it
+    Column("step", String, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    PrimaryKeyConstraint("run_id", "path"),
+)
+
 set_columns = Table(
     "set_columns",
     metadata,
@@ -166,11 +180,14 @@ set_columns = Table(
 )
 
 
-def make_engine(path: Path) -> Engine:
+def make_engine(path: Path, *, exclusive: bool = False) -> Engine:
     """An engine on ``path`` with WAL, busy timeout, foreign keys and explicit BEGINs.
 
     ``NullPool``: every checkout opens a fresh SQLite connection, which keeps the engine safe
     to use after ``fork`` and never holds a file handle between transactions.
+    ``exclusive`` (used by :func:`read` on a full disk) sets ``locking_mode=EXCLUSIVE`` before
+    the first access, so SQLite keeps the WAL index in memory instead of a ``-shm`` file that
+    it cannot create when no byte is free.
     """
     engine = create_engine(
         f"sqlite:///{path}",
@@ -183,8 +200,11 @@ def make_engine(path: Path) -> Engine:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cur.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new, empty database
-        cur.execute("PRAGMA journal_mode=WAL")
+        if exclusive:
+            cur.execute("PRAGMA locking_mode=EXCLUSIVE")
+        else:
+            cur.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only acts on a new, empty database
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -234,11 +254,49 @@ def write(engine: Engine, *, retries: int = 8) -> Iterator[Connection]:
         conn.close()
 
 
+def full_disk_error(exc: Exception) -> bool:
+    """A WAL database that cannot be opened for reading because its disk is full."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "disk i/o error" in text or "disk is full" in text
+
+
+_EXCLUSIVE: dict[str, Engine] = {}
+
+
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
-    """A read-only snapshot (deferred transaction, never takes the write lock)."""
-    with engine.connect() as conn, conn.begin():
+    """A read-only snapshot (deferred transaction, never takes the write lock).
+
+    On a full disk, where SQLite cannot create the shared-memory file of a WAL database, the
+    snapshot is taken through a connection in exclusive locking mode (held for this one read
+    only), so that read-only commands keep working.
+    """
+    conn = None
+    try:
+        conn = engine.connect()
+        trans = conn.begin()
+        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")  # opens the WAL index
+    except OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        if not full_disk_error(exc) or engine.url.database is None:
+            raise
+        fallback = _EXCLUSIVE.get(engine.url.database)
+        if fallback is None:
+            fallback = _EXCLUSIVE[engine.url.database] = make_engine(
+                Path(engine.url.database), exclusive=True
+            )
+        conn = fallback.connect()
+        trans = conn.begin()
+    try:
         yield conn
+        trans.commit()
+    except BaseException:
+        if trans.is_active:
+            trans.rollback()
+        raise
+    finally:
+        conn.close()
 
 
 #: columns added after schema version 1 shipped, added in place when a project opens
@@ -247,7 +305,7 @@ _ADDED_COLUMNS = {"runs": {"pid_start": "TEXT"}}
 
 def upgrade(engine: Engine) -> None:
     """Add the columns a project made by an older emforge lacks (a no-op when none is)."""
-    with engine.connect() as conn:
+    with read(engine) as conn:  # works on a full disk too (see read)
         have = {
             t: {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({t})")}
             for t in _ADDED_COLUMNS

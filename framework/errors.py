@@ -12,6 +12,7 @@ __all__ = [
     "InputFileError",
     "ParamError",
     "ValidationError",
+    "OutputFileError",
     "ProjectError",
     "NotFoundError",
     "PluginError",
@@ -38,6 +39,21 @@ class InputFileError(EmforgeError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # picklable: raised in a worker process, re-raised in the engine
+        return (type(self), (self.path, self.problem))
+
+
+class OutputFileError(EmforgeError):
+    """A file cannot be written (a full disk, a missing folder); the message starts with the path."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # picklable: raised in a worker process, re-raised in the engine
+        return (type(self), (self.path, self.problem))
+
 
 class ParamError(EmforgeError):
     """A parameter (or input) value is invalid; the message starts with its name."""
@@ -47,6 +63,9 @@ class ParamError(EmforgeError):
         self.problem = problem
         super().__init__(f"{name}: {problem}")
 
+    def __reduce__(self):  # picklable: raised in a worker process, re-raised in the engine
+        return (type(self), (self.name, self.problem))
+
 
 class ValidationError(EmforgeError):
     """Several problems found at once (a protocol's ``validate()``): one line each."""
@@ -54,6 +73,9 @@ class ValidationError(EmforgeError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+    def __reduce__(self):  # picklable: raised in a worker process, re-raised in the engine
+        return (type(self), (self.problems,))
 
     def lines(self) -> list[str]:
         return list(self.problems)

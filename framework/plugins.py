@@ -59,6 +59,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "emforge.plugins"
 #: Plugin names taken by the protocols emforge ships.
 BUILTIN_PLUGINS = ("import", "masks", "automask", "sharpen", "analysis")
+#: the distribution that ships the built-in plugins (their names are reserved to it)
+_OWN_DISTRIBUTION = "emforge"
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ID_TAIL_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
@@ -215,10 +217,30 @@ class Registry:
         for info in plugins:
             by_name.setdefault(info.name, []).append(info)
         for name, claimants in by_name.items():
-            if len(claimants) > 1:
+            builtin = [c for c in claimants if c.distribution == _OWN_DISTRIBUTION]
+            if len(claimants) > 1 and name in BUILTIN_PLUGINS and len(builtin) == 1:
+                self._reserve(name, builtin[0], claimants)
+            elif len(claimants) > 1:
                 self._reject_duplicates(name, claimants)
             else:
                 self._add(claimants[0])
+
+    def _reserve(self, name: str, builtin: PluginInfo, claimants: list[PluginInfo]) -> None:
+        """A built-in plugin name stays the built-in's; the other claimants are reported."""
+        self._add(builtin)
+        for info in claimants:
+            if info is not builtin:
+                self._problems.append(
+                    DiscoveryProblem(
+                        name,
+                        info.distribution,
+                        (
+                            f"plugin name {name!r} is reserved for the built-in plugin of "
+                            f"{_dist_label(builtin)}; {_dist_label(info)} cannot use it "
+                            "(rename its entry point)"
+                        ),
+                    )
+                )
 
     def _reject_duplicates(self, name: str, claimants: list[PluginInfo]) -> None:
         for info in claimants:

@@ -51,12 +51,24 @@ def file_version(paths: Sequence[str]) -> str:
 
 def _stored_schema_version(dbfile: Path) -> str | None:
     """The schema version recorded in ``dbfile``, read-only: a foreign file is left untouched."""
+    query = "SELECT value FROM meta WHERE key = 'schema_version'"
     try:
-        con = sqlite3.connect(f"{dbfile.as_uri()}?mode=ro", uri=True)
         try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        finally:
-            con.close()
+            con = sqlite3.connect(f"{dbfile.as_uri()}?mode=ro", uri=True)
+            try:
+                row = con.execute(query).fetchone()
+            finally:
+                con.close()
+        except sqlite3.OperationalError as exc:
+            if not db.full_disk_error(exc):
+                raise
+            # a full disk: no room for the WAL index file; keep it in memory (see db.read)
+            con = sqlite3.connect(dbfile)
+            try:
+                con.execute("PRAGMA locking_mode=EXCLUSIVE")
+                row = con.execute(query).fetchone()
+            finally:
+                con.close()
     except sqlite3.Error as exc:  # corrupt file or foreign SQLite database
         raise ProjectError(f"{dbfile}: cannot read the project database ({exc})") from None
     return None if row is None else str(row[0])

@@ -241,6 +241,17 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_exec_args(args: argparse.Namespace) -> None:
+    """--workers is at least 1; --scheduler goes with --executor dask (never ignored)."""
+    from ..errors import ParamError
+
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 1:
+        raise ParamError("--workers", f"must be at least 1, got {workers}")
+    if getattr(args, "scheduler", None) and getattr(args, "executor", "dask") != "dask":
+        raise ParamError("--scheduler", f"needs --executor dask (got --executor {args.executor})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -253,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_exec_args(args)
         return int(args.func(args) or 0)
     except ValidationError as exc:
         for line in exc.lines():

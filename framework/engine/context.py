@@ -8,6 +8,7 @@ transaction that marks the step finished, so an output exists exactly when its s
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,49 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputFileError
 from ..objects import DataObject
 
-__all__ = ["StepContext", "StepOutcome", "set_progress_sink"]
+__all__ = [
+    "StepContext",
+    "StepOutcome",
+    "set_progress_sink",
+    "append_line",
+    "check_run_folder",
+    "unlinked",
+]
+
+
+def unlinked(path: Path) -> Path:
+    """``path`` with any symbolic link at that name removed, so a write cannot follow it.
+
+    Files in a run folder belong to the run: a link placed there (by hand, or left by a
+    copied project) is dropped rather than written through.
+    """
+    if path.is_symlink():
+        path.unlink()
+    return path
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log file, never through a symbolic link."""
+    fd = os.open(
+        unlinked(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
+    )
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def check_run_folder(workdir: Path) -> None:
+    """Refuse a run folder that is, or holds, a link to a folder (writes would leave it)."""
+    for folder in (workdir, workdir / "extra", workdir / "tmp", workdir / "logs"):
+        if folder.is_symlink():
+            raise InputFileError(
+                folder,
+                f"is a symbolic link to {os.path.realpath(folder)}; emforge writes a run's "
+                "files only in its own folder (replace the link by a folder)",
+            )
+
 
 _PROGRESS_SINK: Any = None
 
@@ -56,14 +97,13 @@ class StepContext:
         return self.workdir / "logs"
 
     def path(self, name: str) -> Path:
-        """A path in ``extra/`` for an output file."""
-        return self.extra / name
+        """A path in ``extra/`` for an output file (a link at that name is removed first)."""
+        return unlinked(self.extra / name)
 
     def log(self, message: str) -> None:
         """Append one line to the run's log file."""
         stamp = time.strftime("%H:%M:%S")
-        with open(self.logs / "run.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} [{self.step}] {message}\n")
+        append_line(self.logs / "run.log", f"{stamp} [{self.step}] {message}")
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress of this step, ``fraction`` in [0, 1]."""
@@ -137,11 +177,16 @@ class StepOutcome:
     result: dict[str, Any]
     registrations: list[dict[str, Any]]
     seconds: float
+    #: files the step wrote (through :func:`emforge.io.atomic_target`), in order
+    files: list[str] = field(default_factory=list)
 
 
 def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
     """Run one step function (in whatever process) and package its outcome."""
+    from ..io.mrc import take_written
+
     t0 = time.perf_counter()
+    take_written()  # forget writes that were not this step's
     result = fn(ctx, **args)
     if result is None:
         result = {}
@@ -150,5 +195,8 @@ def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
             f"step {ctx.step!r} returned {type(result).__name__}; a step returns a dict or None"
         )
     return StepOutcome(
-        result=result, registrations=ctx.registrations, seconds=time.perf_counter() - t0
+        result=result,
+        registrations=ctx.registrations,
+        seconds=time.perf_counter() - t0,
+        files=take_written(),
     )

@@ -30,11 +30,12 @@ from .. import db
 from ..errors import EmforgeError
 from ..project import Project, file_version
 from .claims import STALE_AFTER_S, RunBusyError, busy_message, claim_run, effective_status
-from .context import StepContext, StepOutcome
-from .executors import Executor, make_executor
+from .context import StepContext, StepOutcome, append_line, check_run_folder
+from .executors import Executor, WorkerDied, make_executor
 from .keys import canonical_json, step_keys, toposort
 from .protocol import Step
 from .runs import LoadedRun, check_sources, load_run
+from .verify import damaged_files, ensure_table, record_files, remove_leftovers
 
 __all__ = ["execute_run", "effective_status", "RunAborted", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -218,8 +219,12 @@ class _Scheduler:
         self.failed: str | None = None
 
     def log(self, message: str) -> None:
-        with open(self.workdir / "logs" / "run.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} [engine] {message}\n")
+        try:
+            append_line(
+                self.workdir / "logs" / "run.log", f"{time.strftime('%H:%M:%S')} [engine] {message}"
+            )
+        except OSError:  # a full disk loses a log line, not the run's status
+            pass
 
     def _set_step(self, name: str, **values: Any) -> None:
         with db.write(self.project.engine) as conn:
@@ -253,6 +258,7 @@ class _Scheduler:
                     select(db.steps).where(db.steps.c.run_id == self.run_id)
                 ).mappings()
             }
+            damaged = damaged_files(conn, self.project.path, self.run_id) if resume else {}
             for idx, s in enumerate(self.steps):
                 old = existing.get(s.name)
                 fresh = (
@@ -260,6 +266,7 @@ class _Scheduler:
                     and old is not None
                     and old["status"] in DONE
                     and old["key"] == self.keys[s.name]
+                    and s.name not in damaged
                     and _outputs_intact(conn, self.project, self.run_id, s.name)
                 )
                 status = "skipped" if fresh else "new"
@@ -284,6 +291,9 @@ class _Scheduler:
                         (db.steps.c.run_id == self.run_id) & (db.steps.c.name.in_(stale))
                     )
                 )
+        for sentences in damaged.values():
+            for sentence in sentences:
+                self.log(f"redo: {sentence}")
         skipped = [n for n, st in self.status.items() if st == "skipped"]
         if skipped:
             self.log(f"skipped (fresh): {', '.join(skipped)}")
@@ -306,7 +316,7 @@ class _Scheduler:
     def _finish(self, name: str, handle: Any) -> None:
         try:
             outcome: StepOutcome = handle.result()
-        except EmforgeError as exc:
+        except (EmforgeError, WorkerDied) as exc:
             return self._fail(name, str(exc), str(exc))
         except Exception as exc:
             return self._fail(
@@ -321,6 +331,15 @@ class _Scheduler:
         with db.write(self.project.engine) as conn:
             for reg in outcome.registrations:
                 _register(conn, self.project, self.run_id, name, reg)
+            record_files(
+                conn,
+                self.project.path,
+                self.run_id,
+                name,
+                self.workdir,
+                outcome.files,
+                outcome.registrations,
+            )
             conn.execute(
                 update(db.steps)
                 .where((db.steps.c.run_id == self.run_id) & (db.steps.c.name == name))
@@ -410,6 +429,7 @@ def execute_run(
     """Run (or resume) a recorded run to its end; returns its final status."""
     loaded = load_run(project, run_id, registry=registry)
     check_sources(loaded)
+    check_run_folder(Path(loaded.row["workdir"]))
     cls = loaded.info.cls
     steps = toposort(loaded.instance.steps())
     external = external_versions(loaded.instance, project.path)
@@ -417,6 +437,7 @@ def execute_run(
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
+    ensure_table(project.engine)
     now = time.time()
     with db.write(project.engine) as conn:
         before = claim_run(
@@ -454,6 +475,7 @@ def execute_run(
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     scheduler = _Scheduler(project, loaded, steps, keys, None, heartbeat, on_progress)  # type: ignore[arg-type]
     scheduler.prepare(resume)
+    remove_leftovers(scheduler.workdir)  # what killed steps left: no step of this run runs now
     todo = {n for n, st in scheduler.status.items() if st == "new"}
     kind = executor if (executor != "local" or _wants_parallel(steps, todo)) else "inline"
     scheduler.executor = make_executor(
@@ -481,6 +503,7 @@ def execute_run(
         heartbeat.stop()
         if final != "aborted":
             scheduler.executor.shutdown()
+        remove_leftovers(scheduler.workdir)
     _save_fft_wisdom()
     summary = _summary(project, loaded, final)
     with db.write(project.engine) as conn:

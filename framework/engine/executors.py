@@ -21,11 +21,20 @@ import os
 import queue as _queue
 import signal
 import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .context import StepContext, call_step, set_progress_sink
 
-__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "DaskExecutor", "make_executor"]
+__all__ = [
+    "Executor",
+    "InlineExecutor",
+    "ProcessExecutor",
+    "DaskExecutor",
+    "WorkerDied",
+    "make_executor",
+]
 
 
 class _Done:
@@ -98,8 +107,33 @@ def _init_worker(q: Any, engine_pid: int) -> None:
     set_progress_sink(q)
 
 
+class WorkerDied(RuntimeError):
+    """A worker process died (killed, segfault, bus error) while it ran a step."""
+
+
+class _PoolHandle:
+    """Handle of a step in the process pool: a worker's death becomes :class:`WorkerDied`."""
+
+    def __init__(self, future: Any, executor: ProcessExecutor) -> None:
+        self._future, self._executor = future, executor
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> Any:
+        try:
+            return self._future.result()
+        except BrokenProcessPool:
+            raise WorkerDied(self._executor.death_note()) from None
+
+
 class ProcessExecutor(Executor):
-    """A pool of local worker processes."""
+    """A pool of local worker processes (``fork``).
+
+    A worker that dies (SIGKILL, a segfault, a bus error) breaks the pool: every step it held
+    then fails with :class:`WorkerDied` saying how the worker ended, and the run stops instead
+    of waiting forever.
+    """
 
     parallel = True
 
@@ -107,30 +141,53 @@ class ProcessExecutor(Executor):
         ctx = mp.get_context("fork")
         self.workers = max(1, int(workers))
         self._queue = ctx.Queue()
-        self._pool = ctx.Pool(
-            self.workers, initializer=_init_worker, initargs=(self._queue, os.getpid())
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self._queue, os.getpid()),
         )
+        self._procs: dict[int, Any] = {}
 
     def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
-        handle = self._pool.apply_async(call_step, (fn, ctx, args))
-        handle.done = handle.ready  # type: ignore[attr-defined]
-        handle.result = handle.get  # type: ignore[attr-defined]
-        return handle
+        try:
+            future = self._pool.submit(call_step, fn, ctx, args)
+        except BrokenProcessPool:  # an earlier step's worker died: this one cannot start
+            future = Future()
+            future.set_exception(BrokenProcessPool())
+        self._procs.update(getattr(self._pool, "_processes", None) or {})
+        return _PoolHandle(future, self)
+
+    def death_note(self) -> str:
+        """One line on how the pool's workers ended (e.g. 'killed by SIGBUS')."""
+        ends = []
+        for proc in self._procs.values():
+            proc.join(timeout=1)
+            code = proc.exitcode
+            if code is not None and code < 0:
+                try:
+                    ends.append(f"killed by {signal.Signals(-code).name}")
+                except ValueError:
+                    ends.append(f"killed by signal {-code}")
+            elif code:
+                ends.append(f"exit status {code}")
+        how = ", ".join(dict.fromkeys(ends)) or "ended abruptly"
+        return f"a worker process died while running the step ({how})"
 
     def drain_progress(self) -> list[tuple[int, str, float, str]]:
         items = []
         while True:
             try:
                 items.append(self._queue.get_nowait())
-            except _queue.Empty:
+            except (_queue.Empty, OSError, ValueError):
                 return items
 
     def shutdown(self, *, terminate: bool = False) -> None:
         if terminate:
-            self._pool.terminate()
-        else:
-            self._pool.close()
-        self._pool.join()
+            for proc in list(self._procs.values()):
+                if proc.is_alive():
+                    proc.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._queue.close()
 
 

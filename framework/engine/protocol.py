@@ -154,9 +154,15 @@ def path_params(params_cls: type[BaseModel]) -> tuple[str, ...]:
 
 
 class ProtocolParams(BaseModel):
-    """Base of every protocol's ``Params``: frozen, no unknown fields, described fields."""
+    """Base of every protocol's ``Params``: frozen, no unknown fields, described fields.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    Floats must be finite: NaN and ±Inf are refused at parsing unless a field declares
+    otherwise (``param(..., allow_inf_nan=True)``).
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
 
 @dataclass(frozen=True)

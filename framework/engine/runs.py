@@ -130,8 +130,19 @@ def resolved_params(
 
 
 def _resolve_one(conn: Connection, ref: Any) -> dict[str, Any]:
+    """An objects row from ``RUN.output``, ``object:ID`` or an int object id.
+
+    A bare number in a string (``-i volume=15``) is refused: it reads like a run id but would
+    mean object 15.
+    """
     o = db.objects.c
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, str) and ref.isdigit():
+        raise NotFoundError(
+            f"{ref!r}: give RUN.output (e.g. {ref}.volume) or object:{ref} for object id {ref}"
+        )
+    if isinstance(ref, str) and ref.startswith("object:") and ref[7:].isdigit():
+        ref = int(ref[7:])
+    if isinstance(ref, int) and not isinstance(ref, bool):
         row = conn.execute(select(db.objects).where(o.id == int(ref))).mappings().first()
         if row is None:
             raise NotFoundError(f"object {ref}: no such object")

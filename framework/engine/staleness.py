@@ -9,13 +9,17 @@ Causes, each with a sentence:
   input object's files no longer match the data version recorded for them;
 * ``UPSTREAM`` — an input produced by another run changed since this run used it, or that
   run is itself stale;
-* ``MISSING``  — the run has not finished, or an output (object or file) is gone.
+* ``MISSING``  — the run has not finished, or an output (object or file) is gone or was
+  changed: a single object's files are checked against their content hash, the files a step
+  wrote (a set's stacks included) against the size and mtime recorded when it finished
+  (:mod:`emforge.engine.verify`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +30,7 @@ from ..project import Project
 from .execute import effective_status, external_versions
 from .keys import step_keys, toposort
 from .runs import load_run, materialise, missing_sources
+from .verify import damaged_files
 
 __all__ = ["Cause", "Staleness", "why", "stale_upstream"]
 
@@ -83,13 +88,18 @@ def why(
                 select(db.objects).where(db.objects.c.run_id == run_id)
             ).mappings()
         ]
+        damaged = damaged_files(conn, project.path, run_id)
     missing = [f"{path} is gone" for path in missing_sources(loaded)]
     if missing:  # the run cannot be redone as it is: say so before anything else
         return Staleness(run_id, "MISSING", [Cause("MISSING", m) for m in missing])
+    missing = [sentence for sentences in damaged.values() for sentence in sentences]
     for out in outputs:
         if out["kind"] in OBJECT_TYPES:
             obj = materialise(project, out)
-            if project.row_version(out) != out["data_version"]:
+            told = any(
+                f"output file {Path(f).resolve()} (" in m for f in obj.files() for m in missing
+            )
+            if not told and project.row_version(out) != out["data_version"]:
                 missing.append(
                     f"output '{out['name']}' ({', '.join(obj.files())}) is missing or was modified"
                 )
@@ -106,7 +116,11 @@ def why(
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
-    stale_steps = [s.name for s in steps if step_rows.get(s.name, {}).get("key") != keys[s.name]]
+    stale_steps = [
+        s.name
+        for s in steps
+        if step_rows.get(s.name, {}).get("key") != keys[s.name] or s.name in damaged
+    ]
 
     changed = _changed_params(executed, params)
     if changed:

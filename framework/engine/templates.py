@@ -424,7 +424,7 @@ def _export_ref(conn: Any, ref: Any, names: dict[int, str]) -> Any:
             )
         ).scalar()
         return int(oid) if oid is not None else ref
-    oid = int(ref)
+    oid = int(str(ref).removeprefix("object:"))
     row = conn.execute(
         select(db.objects.c.run_id, db.objects.c.name).where(db.objects.c.id == oid)
     ).first()

@@ -9,6 +9,7 @@ under the final name. See ``docs/conventions.md``.
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 import warnings
@@ -20,7 +21,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from ..errors import InputFileError, ParamError
+from ..errors import InputFileError, OutputFileError, ParamError
 
 __all__ = [
     "MrcInfo",
@@ -479,10 +480,30 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+#: errnos of a full disk or an exhausted quota
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: files this process wrote through :func:`atomic_target` since :func:`take_written`
+_WRITTEN: list[str] = []
+
+
+def take_written() -> list[str]:
+    """The paths this process wrote atomically since the last call (and forget them).
+
+    The engine calls it around each step to learn which files the step made, so that a
+    file deleted or changed later marks that step to be redone.
+    """
+    paths = list(dict.fromkeys(_WRITTEN))
+    _WRITTEN.clear()
+    return paths
+
+
 @contextmanager
 def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a hidden temporary path next to ``path``; on success fsync and rename it over
-    ``path``, on any exception delete it (the target is never left half written)."""
+    ``path``, on any exception delete it (the target is never left half written).
+
+    A full disk (ENOSPC, EDQUOT) becomes :class:`~emforge.errors.OutputFileError` naming
+    ``path`` and saying "no space left"."""
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
@@ -492,8 +513,11 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+        _WRITTEN.append(str(path))
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise OutputFileError(path, "cannot write: no space left on device") from None
         raise
     try:
         _fsync(folder)
@@ -533,7 +557,7 @@ def _write(path, data, voxel_size, origin, stack: bool, origin_field: str = "ori
     with atomic_target(path) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Data array contains")
-            with mrcfile.new(tmp) as mrc:
+            with _closed_on_error(mrcfile.new(tmp)) as mrc:
                 mrc.set_data(arr)
                 if stack and arr.ndim == 3:
                     mrc.set_image_stack()
@@ -541,6 +565,23 @@ def _write(path, data, voxel_size, origin, stack: bool, origin_field: str = "ori
                 mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = ox, oy, oz
                 mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = sx, sy, sz
                 _stamp(mrc.header)
+
+
+@contextmanager
+def _closed_on_error(mrc) -> Iterator:
+    """Close an open ``mrcfile`` object; if its final flush fails (a full disk), still close
+    the file underneath (mrcfile leaves it open) before the error propagates."""
+    try:
+        with mrc:
+            yield mrc
+    except BaseException:
+        stream = getattr(mrc, "_iostream", None)
+        if stream is not None and not stream.closed:
+            try:
+                stream.close()
+            except OSError:  # its buffered bytes cannot be flushed either
+                pass
+        raise
 
 
 def _stamp(header) -> None:
@@ -590,10 +631,31 @@ def write_stack(
     _write(path, data, voxel_size, None, stack=True)
 
 
+def _reserve(path: Path) -> None:
+    """Allocate every block of a (sparse) file now, so that a full disk is an ``OSError``
+    here rather than a SIGBUS when a memory-mapped page is first written."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            # no fallocate on this file system: write the zeros ourselves
+            block = bytes(1 << 20)
+            for start in range(0, size, len(block)):
+                os.pwrite(fd, block[: min(len(block), size - start)], start)
+    finally:
+        os.close(fd)
+
+
 class StackWriter:
     """Stream an (n, y, x) image stack to disk with constant memory.
 
-    The stack is memory-mapped into a hidden temporary file in the target folder; on a clean
+    The stack is memory-mapped into a hidden temporary file in the target folder, whose space
+    is reserved first (a full disk raises :class:`~emforge.errors.OutputFileError`, never a
+    bus error on a sparse page); on a clean
     exit the header statistics are set, the file is flushed and renamed into place; if an
     exception leaves the ``with`` block the temporary file is deleted and nothing appears at
     ``path``. Images never written are zero.
@@ -639,11 +701,15 @@ class StackWriter:
         tmp = self._ctx.__enter__()
         try:
             self._mrc = mrcfile.new_mmap(tmp, shape=self.shape, mrc_mode=self._mode)
+            _reserve(tmp)
             self._mrc.set_image_stack()
             vz, vy, vx = self._voxel
             self._mrc.voxel_size = (vx, vy, vz)
             _stamp(self._mrc.header)
         except BaseException as exc:
+            if self._mrc is not None:
+                self._mrc.close()
+                self._mrc = None
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self

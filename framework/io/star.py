@@ -161,7 +161,8 @@ def read_star_blocks(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=_STRING_LABELS)
     except Exception as exc:  # starfile raises many kinds; all mean "unreadable"
-        raise InputFileError(path, f"not a readable STAR file: {exc}") from None
+        # the parser's message may quote the file's text: give only its kind
+        raise InputFileError(path, f"not a readable STAR file ({type(exc).__name__})") from None
     if not blocks:
         raise InputFileError(path, "not a STAR file: no data_ block found")
     return {
@@ -265,7 +266,8 @@ class _Lookup:
         unknown = sorted(set(self.group.tolist()) - set(optics["rlnOpticsGroup"].tolist()))
         if unknown:
             raise InputFileError(path, f"rlnOpticsGroup {unknown[0]} is not in data_optics")
-        self.optics = optics.drop_duplicates("rlnOpticsGroup").set_index("rlnOpticsGroup")
+        _check_unique_groups(path, optics)
+        self.optics = optics.set_index("rlnOpticsGroup")
 
     def __call__(self, label: str) -> np.ndarray | None:
         if label in self.particles.columns:
@@ -273,6 +275,20 @@ class _Lookup:
         if self.optics is not None and label in self.optics.columns:
             return _as_array(self.optics[label].reindex(self.group).reset_index(drop=True))
         return None
+
+
+def _check_unique_groups(path: Path, optics: pd.DataFrame) -> None:
+    """Each rlnOpticsGroup is defined once in data_optics; else name both definitions."""
+    groups = optics["rlnOpticsGroup"].tolist()
+    for i, g in enumerate(groups):
+        if g in groups[:i]:
+            j = groups.index(g)
+            names = optics.get("rlnOpticsGroupName")
+            what = f" ({names.iloc[j]} and {names.iloc[i]})" if names is not None else ""
+            raise InputFileError(
+                path,
+                f"rlnOpticsGroup {g} is defined twice in data_optics, rows {j + 1} and {i + 1}{what}",
+            )
 
 
 def _pixel_sizes(path: Path, get: _Lookup, n: int, override) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Shared numerical toolkit: cached FFTs (:mod:`.fft`) and Fourier-space tools (:mod:`.fourier`);
 rotations and Euler angles (:mod:`.rotations`), point-group and helical symmetry
 (:mod:`.symmetry`, :mod:`.asymmetric_unit`), orientation sets (:mod:`.orientations`), the CTF (:mod:`.ctf`);
+projection (:mod:`.projection`) and Fourier reconstruction (:mod:`.reconstruction`);
 comparators (:mod:`.compare`), 2D alignment (:mod:`.align2d`, :mod:`.refine2d`), 3D rotation and
 scores (:mod:`.align3d`), tilt geometry and missing wedges (:mod:`.tilt`).
 
@@ -74,6 +75,16 @@ _WHERE = {
     "eman_orientations": "orientations",
     "so3_grid": "orientations",
     "so3_grid_size": "orientations",
+    "PreparedVolume": "projection",
+    "gridding_function": "projection",
+    "prepare_volume": "projection",
+    "project_fourier": "projection",
+    "project_real_space": "projection",
+    "FourierAccumulator": "reconstruction",
+    "Reconstruction": "reconstruction",
+    "finish_reconstruction": "reconstruction",
+    "insert_images": "reconstruction",
+    "reconstruct_fourier": "reconstruction",
     "refine_2d": "refine2d",
     "axis_angle_to_matrix": "rotations",
     "eman_to_euler_zyz": "rotations",
@@ -195,4 +206,14 @@ __all__ = [
     "tilt_ctf_2d",
     "tilt_defocus",
     "tilt_series_matrices",
+    "PreparedVolume",
+    "gridding_function",
+    "prepare_volume",
+    "project_fourier",
+    "project_real_space",
+    "FourierAccumulator",
+    "Reconstruction",
+    "finish_reconstruction",
+    "insert_images",
+    "reconstruct_fourier",
 ]

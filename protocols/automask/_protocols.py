@@ -332,7 +332,12 @@ class SoftMask(Protocol):
             gt=0,
         )
         value: float = param(
-            1.0, "Mask value inside", section="Soft", shown_when=ShownWhen("mode", "==", "soft")
+            1.0,
+            "Mask value inside (a mask holds values in (0, 1])",
+            section="Soft",
+            shown_when=ShownWhen("mode", "==", "soft"),
+            gt=0,
+            le=1,
         )
         threshold: float = param(
             0.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,13 +24,13 @@ __all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
 
 
 def _particle_columns(
-    stack: str, star: str, pixel_size: float, *, star_attrs: dict | None = None
+    stack: str, star: str, pixel_size: float | None, *, star_attrs: dict | None = None
 ) -> dict[str, np.ndarray]:
     """The set's columns; ``star_attrs`` (a dict) receives what export needs of the STAR file."""
     from emforge.io import read_info, read_particles_star
 
     if star:
-        cols, info = read_particles_star(star, pixel_size=pixel_size if pixel_size > 0 else None)
+        cols, info = read_particles_star(star, pixel_size=pixel_size)
         if star_attrs is not None:
             star_attrs.update(info.as_attrs())
         if stack:  # the stack given explicitly replaces the paths written in the STAR file
@@ -38,7 +39,7 @@ def _particle_columns(
             )
         return cols
     info = read_info(stack)
-    px = pixel_size if pixel_size > 0 else info.pixel_size
+    px = pixel_size or info.pixel_size
     if px <= 0:
         raise ParamError("pixel_size", f"{stack}: the header says pixel size 0; set pixel_size")
     n = info.shape[0]
@@ -73,7 +74,9 @@ def _check_images(cols: dict[str, np.ndarray]) -> tuple[int, int]:
     return box  # type: ignore[return-value]
 
 
-def import_particles_step(ctx: StepContext, *, stack: str, star: str, pixel_size: float) -> dict:
+def import_particles_step(
+    ctx: StepContext, *, stack: str, star: str, pixel_size: float | None
+) -> dict:
     star_attrs: dict = {}
     cols = _particle_columns(stack, star, pixel_size, star_attrs=star_attrs)
     box = _check_images(cols)
@@ -100,11 +103,12 @@ class ImportParticles(Protocol):
         star: SourcePath = param(
             "", "RELION STAR file with the particles' metadata (optional)", section="Input"
         )
-        pixel_size: float = param(
-            -1.0,
-            "Pixel size; -1: from the STAR file, else the stack header",
+        pixel_size: float | None = param(
+            None,
+            "Pixel size; absent: from the STAR file, else the stack header",
             unit="Å",
             section="Input",
+            gt=0,
         )
 
     outputs = {"particles": Output("SetOfParticles", "the particles with their metadata")}
@@ -160,11 +164,12 @@ class ImportTomograms(_ImportMany):
 
     class Params(ProtocolParams):
         path: SourcePath = param("", "Tomogram file or glob pattern", section="Input")
-        pixel_size: float = param(
-            -1.0,
+        pixel_size: float | None = param(
+            None,
             _PX_HELP + "; TIFF files without resolution tags have none",
             unit="Å",
             section="Input",
+            gt=0,
         )
 
     outputs = {"tomograms": Output("SetOfTomograms", "the imported tomograms")}
@@ -173,8 +178,10 @@ class ImportTomograms(_ImportMany):
 def _read_text_coords(path: str) -> dict[str, np.ndarray]:
     try:
         data = np.loadtxt(path, ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise InputFileError(path, f"not a table of numbers ({exc})") from None
+    except ValueError as exc:  # numpy's message quotes the text: name only the position
+        where = re.search(r"row (\d+), column (\d+)", str(exc))
+        at = f" (line {int(where[1]) + 1}, column {where[2]})" if where else ""
+        raise InputFileError(path, f"not a table of numbers{at}") from None
     if data.shape[1] < 3:
         raise InputFileError(path, f"needs at least 3 columns (x y z), found {data.shape[1]}")
     return {"x": data[:, 0], "y": data[:, 1], "z": data[:, 2]}
@@ -184,8 +191,12 @@ def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
     """EMAN2 ``info/<tomogram>_info.json``: ``boxes_3d`` [x, y, z, source, score, class] + ``class_list``."""
     try:
         info = json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputFileError(path, f"not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not a text file") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(
+            path, f"not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
     boxes = info.get("boxes_3d")
     if not isinstance(boxes, list):
         raise InputFileError(path, "has no 'boxes_3d' list (not an EMAN2 tomogram info file)")
@@ -209,26 +220,26 @@ def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
     }
 
 
-def _read_coords(path: str, fmt: str, pixel_size: float) -> dict[str, np.ndarray]:
+def _read_coords(path: str, fmt: str, pixel_size: float | None) -> dict[str, np.ndarray]:
     from emforge.io import read_coordinates3d_star
 
     if fmt == "star":
-        return read_coordinates3d_star(path, pixel_size=pixel_size if pixel_size > 0 else None)
+        return read_coordinates3d_star(path, pixel_size=pixel_size)
     if fmt == "eman2":
         return _read_eman2_info(path)
     return _read_text_coords(path)
 
 
 def import_coords_step(
-    ctx: StepContext, *, path: str, tomogram: str, pixel_size: float, fmt: str
+    ctx: StepContext, *, path: str, tomogram: str, pixel_size: float | None, fmt: str
 ) -> dict:
     cols = _read_coords(path, fmt, pixel_size)
     n = len(cols["x"])
     if tomogram or "tomogram" not in cols:
         name = tomogram or (Path(path).stem.removesuffix("_info"))
         cols["tomogram"] = np.full(n, name, dtype=object)
-    if pixel_size > 0 or "pixel_size" not in cols:
-        cols["pixel_size"] = np.full(n, pixel_size if pixel_size > 0 else np.nan)
+    if pixel_size is not None or "pixel_size" not in cols:
+        cols["pixel_size"] = np.full(n, np.nan if pixel_size is None else pixel_size)
     ctx.output_set("coordinates", "SetOfCoordinates3D", cols, attrs={"source": path})
     tomos = sorted(set(cols["tomogram"].tolist()))
     return {"count": n, "tomograms": tomos}
@@ -252,11 +263,12 @@ class ImportCoordinates3D(Protocol):
             "Tomogram name for every coordinate (default: from the file, or the file name)",
             section="Input",
         )
-        pixel_size: float = param(
-            -1.0,
-            "Pixel size the coordinates refer to; -1: from the file if it says",
+        pixel_size: float | None = param(
+            None,
+            "Pixel size the coordinates refer to; absent: from the file if it says",
             unit="Å",
             section="Input",
+            gt=0,
         )
 
     outputs = {"coordinates": Output("SetOfCoordinates3D", "the coordinates")}

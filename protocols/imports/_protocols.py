@@ -22,7 +22,7 @@ from emforge.objects import Volume, VolumeMask
 
 __all__ = ["ImportVolume", "ImportVolumes", "ImportMask"]
 
-_PX_HELP = "Pixel size; -1 takes it from the file header (required when the header says 0)"
+_PX_HELP = "Pixel size; absent: from the file header (required when the header says 0)"
 
 
 def _paths(pattern: str) -> list[str]:
@@ -63,7 +63,7 @@ def _geometry_problem(path: str, info) -> str | None:
     return None
 
 
-def _load(path: str, pixel_size: float) -> tuple[np.ndarray, tuple, tuple, str]:
+def _load(path: str, pixel_size: float | None) -> tuple[np.ndarray, tuple, tuple, str]:
     """Read any supported image file: (data, voxel (z, y, x) Å, frame (z, y, x) Å, origin field).
 
     Checks the pixel size is known and positive and, for MRC files, that the cell is
@@ -73,7 +73,7 @@ def _load(path: str, pixel_size: float) -> tuple[np.ndarray, tuple, tuple, str]:
     from emforge.errors import InputFileError
     from emforge.io import read_image_file, read_volume
 
-    override = None if pixel_size <= 0 else pixel_size
+    override = pixel_size
     field = "none"
     if Path(path).suffix.lower() in _MRC_SUFFIXES:
         data, info = read_volume(path, pixel_size=override)
@@ -92,24 +92,35 @@ def _load(path: str, pixel_size: float) -> tuple[np.ndarray, tuple, tuple, str]:
 
 
 def _header_problems(
-    path: str, pixel_size: float, problems: list[str], *, name: str = "path"
+    path: str,
+    pixel_size: float | None,
+    problems: list[str],
+    *,
+    name: str = "path",
+    stack_as_map: bool = True,
 ) -> tuple | None:
-    """Validate a map file without reading its data (header and size checks)."""
+    """Validate a map file's header (size, pixel size; an MRC particle stack is refused
+    unless ``stack_as_map``)."""
     from emforge.errors import EmforgeError
     from emforge.io import read_image_file, read_info
 
     try:
         if Path(path).suffix.lower() in _MRC_SUFFIXES:
             info = read_info(path)
-            if pixel_size <= 0 and min(info.voxel_size) <= 0:
+            if pixel_size is None and min(info.voxel_size) <= 0:
                 problems.append(
                     f"param 'pixel_size': {path}: the header says pixel size 0; set pixel_size"
                 )
             problem = _geometry_problem(path, info)
-            if problem and not (pixel_size > 0 and info.orthogonal):  # a pixel_size overrides
+            if problem and not (pixel_size is not None and info.orthogonal):  # pixel_size overrides
                 problems.append(f"param '{name}': {problem}")
+            if not stack_as_map and Path(path).suffix.lower() == ".mrcs":
+                problems.append(
+                    f"param '{name}': {path}: is a particle stack (.mrcs), not a map; "
+                    "set stack_as_map=true to import its images as one 3D map"
+                )
             return info.shape
-        data, voxel, _ = read_image_file(path, pixel_size=None if pixel_size <= 0 else pixel_size)
+        data, voxel, _ = read_image_file(path, pixel_size=pixel_size)
         if voxel is None:
             problems.append(
                 f"param 'pixel_size': {path}: the file gives no pixel size; set pixel_size"
@@ -120,7 +131,7 @@ def _header_problems(
         return None
 
 
-def _frame_problems(name: str, path: str, half: str, pixel_size: float) -> list[str]:
+def _frame_problems(name: str, path: str, half: str, pixel_size: float | None) -> list[str]:
     """A half map must sit where its map sits (same frame within 0.01 Å)."""
     from emforge.io import read_info
 
@@ -129,7 +140,7 @@ def _frame_problems(name: str, path: str, half: str, pixel_size: float) -> list[
         if Path(f).suffix.lower() not in _MRC_SUFFIXES:
             return []  # TIFF/EM files carry no frame
         info = read_info(f)
-        if pixel_size > 0 and info.origin_field == "nstart":  # NSTART moves with the voxel
+        if pixel_size is not None and info.origin_field == "nstart":  # NSTART moves with the voxel
             frames.append(tuple(n * pixel_size for n in info.nstart))
         else:
             frames.append(info.origin)
@@ -156,15 +167,32 @@ def _write_map(
     return str(target)
 
 
+def value_problems(path: str) -> list[str]:
+    """A map must hold finite values, not all zeros (one line naming the file and the count)."""
+    from emforge.errors import EmforgeError
+    from emforge.io import read_image_file
+
+    try:
+        data = read_image_file(path)[0]
+    except EmforgeError as exc:
+        return [str(exc)]
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        return [f"param 'path': {path}: contains {bad} NaN/infinite values of {data.size}"]
+    if not np.any(data):
+        return [f"param 'path': {path}: is all zeros"]
+    return []
+
+
 def import_volume_step(
-    ctx: StepContext, *, path: str, pixel_size: float, half1: str, half2: str
+    ctx: StepContext, *, path: str, pixel_size: float | None, half1: str, half2: str
 ) -> dict:
     data, voxel, origin, field = _load(path, pixel_size)
     out = _write_map(ctx, "volume.mrc", data, voxel, origin, field)
     halves = []
     for i, h in enumerate((half1, half2), start=1):
         if h:
-            hd, hv, ho, hf = _load(h, pixel_size if pixel_size > 0 else voxel[2])
+            hd, hv, ho, hf = _load(h, pixel_size or voxel[2])
             if hd.shape != data.shape:
                 raise ParamError(
                     f"half{i}", f"{h}: shape {hd.shape} differs from the map's {data.shape}"
@@ -192,7 +220,13 @@ def import_volume_step(
 
 class _VolumeParams(ProtocolParams):
     path: SourcePath = param("", "Map file (MRC/CCP4, TIFF or EM)", section="Input")
-    pixel_size: float = param(-1.0, _PX_HELP, unit="Å", section="Input")
+    pixel_size: float | None = param(None, _PX_HELP, unit="Å", section="Input", gt=0)
+    stack_as_map: bool = param(
+        False,
+        "Import an MRC particle stack (.mrcs) as one 3D map (refused otherwise)",
+        section="Input",
+        level="advanced",
+    )
 
 
 class ImportVolume(Protocol):
@@ -218,7 +252,11 @@ class ImportVolume(Protocol):
         problems: list[str] = []
         p = self.params
         found = _check_path("path", p.path, problems)
-        shape = _header_problems(found[0], p.pixel_size, problems) if found else None
+        shape = (
+            _header_problems(found[0], p.pixel_size, problems, stack_as_map=p.stack_as_map)
+            if found
+            else None
+        )
         if bool(p.half1) != bool(p.half2):
             problems.append("param 'half1'/'half2': give both half maps or neither")
         for name in ("half1", "half2"):
@@ -230,6 +268,11 @@ class ImportVolume(Protocol):
                     if hfound
                     else None
                 )
+                if hshape is not None:
+                    problems += [
+                        line.replace("param 'path'", f"param '{name}'")
+                        for line in value_problems(hfound[0])
+                    ]
                 if shape and hshape and tuple(hshape) != tuple(shape):
                     problems.append(
                         f"param '{name}': {value}: shape {tuple(hshape)} differs from the map's {tuple(shape)}"
@@ -238,6 +281,8 @@ class ImportVolume(Protocol):
                     problems += _frame_problems(name, found[0], hfound[0], p.pixel_size)
         if shape is not None and len(shape) == 3 and shape[0] == 1:
             problems.append(f"param 'path': {p.path}: is a 2D image, not a 3D map")
+        elif shape is not None:
+            problems += value_problems(found[0])
         return problems
 
     def steps(self) -> list[Step]:
@@ -263,7 +308,9 @@ class ImportVolume(Protocol):
         )
 
 
-def import_many_step(ctx: StepContext, *, paths: list[str], pixel_size: float, kind: str) -> dict:
+def import_many_step(
+    ctx: StepContext, *, paths: list[str], pixel_size: float | None, kind: str
+) -> dict:
     cols: dict[str, list] = {"image_path": [], "pixel_size": []}
     for i, path in enumerate(paths):
         data, voxel, origin, field = _load(path, pixel_size)
@@ -296,8 +343,10 @@ class _ImportMany(Protocol):
 
     def validate(self) -> list[str]:
         problems: list[str] = []
+        stack_ok = getattr(self.params, "stack_as_map", True)
         for f in _check_path("path", self.params.path, problems, many=True):
-            _header_problems(f, self.params.pixel_size, problems)
+            if _header_problems(f, self.params.pixel_size, problems, stack_as_map=stack_ok):
+                problems += value_problems(f)
         return problems
 
     def steps(self) -> list[Step]:
@@ -319,6 +368,9 @@ class ImportVolumes(_ImportMany):
 def _mask_value_problems(path: str) -> list[str]:
     from emforge.io import read_image_file
 
+    bad = value_problems(path)
+    if bad:
+        return bad
     data = read_image_file(path)[0]
     lo, hi = float(data.min()), float(data.max())
     if lo < -1e-6 or hi > 1 + 1e-6 or not np.isfinite([lo, hi]).all():
@@ -326,7 +378,7 @@ def _mask_value_problems(path: str) -> list[str]:
     return []
 
 
-def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float) -> dict:
+def import_mask_step(ctx: StepContext, *, path: str, pixel_size: float | None) -> dict:
     data, voxel, origin, field = _load(path, pixel_size)
     lo, hi = float(data.min()), float(data.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
@@ -367,7 +419,10 @@ class ImportMask(Protocol):
     def validate(self) -> list[str]:
         problems: list[str] = []
         found = _check_path("path", self.params.path, problems)
-        if found and _header_problems(found[0], self.params.pixel_size, problems) is not None:
+        stack_ok = self.params.stack_as_map
+        if found and _header_problems(
+            found[0], self.params.pixel_size, problems, stack_as_map=stack_ok
+        ):
             problems += _mask_value_problems(found[0])
         return problems
 

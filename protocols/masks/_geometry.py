@@ -111,6 +111,10 @@ def _number(name: str, value: float) -> float:
     return v
 
 
+#: the narrowest gaussian a pixel grid can hold (px); narrower ones overflow their peak
+MIN_SIGMA = 0.1
+
+
 def _positive_or_default(name: str, value: float, default: float) -> float:
     v = _number(name, value)
     if v == -1:
@@ -223,6 +227,8 @@ def resolve_mask_params(
             raise ValueError(f"height: {kw['height']:g} px is taller than the box ({shp[0]} px)")
     if g == "gaussian":
         kw["sigma"] = _positive_or_default("sigma", sigma, size / 6)
+        if kw["sigma"] < MIN_SIGMA:  # narrower than the grid: its peak overflows
+            raise ValueError(f"sigma: must be at least {MIN_SIGMA} px, got {sigma!r}")
     return MaskParams(g, shp, _check_shift(shift, len(shp)), peak_one=bool(peak_one), **kw)
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from emforge.engine import Input, Output, Protocol, ShownWhen, Step, StepContext, param
+from emforge.engine.checks import grid_problems, memory_problems
 from emforge.objects import Mask2D, Volume, VolumeMask
 
 from ._params import (
@@ -40,24 +42,25 @@ def check_created_mask(
     mask: Any, shape: tuple[int, ...], pixel_size: float, what: str
 ) -> list[str]:
     """A created mask must match the input's dimensions and pixel size (within 1%)."""
-    problems = []
-    if tuple(mask.shape) != tuple(shape):
-        ms = "×".join(map(str, mask.shape[::-1]))
-        ins = "×".join(map(str, shape[::-1]))
-        problems.append(
-            f"input 'mask': mask {ms} px (x×y{'×z' if len(shape) == 3 else ''}) does not match "
-            f"the {what} ({ins} px)"
-        )
-    if (
-        pixel_size > 0
-        and mask.pixel_size > 0
-        and abs(mask.pixel_size - pixel_size) > 0.01 * pixel_size
-    ):
-        problems.append(
-            f"input 'mask': pixel size {mask.pixel_size:.4g} Å differs from the {what} "
-            f"({pixel_size:.4g} Å) by more than 1%"
-        )
-    return problems
+    return grid_problems("mask", mask, _Grid(tuple(shape), pixel_size), what)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    shape: tuple[int, ...]
+    pixel_size: float
+
+
+def _mask_source_problems(source: str, mask: Any) -> list[str]:
+    """A mask input is applied only with source = mask: refuse the ambiguity otherwise."""
+    if source == "mask" and mask is None:
+        return ["input 'mask': required when source = mask"]
+    if source != "mask" and mask is not None:
+        return [
+            "input 'mask': given, but source = geometry would ignore it; "
+            "set -p source=mask to apply it, or drop the mask input"
+        ]
+    return []
 
 
 def _read_mask(path: str) -> np.ndarray:
@@ -109,8 +112,8 @@ class MaskCreate(Protocol):
             "3d", "A 3D mask (VolumeMask) or a 2D mask (Mask2D)", section="Box"
         )
         size: int = param(-1, "Box size; -1: from the 'reference' input", unit="px", section="Box")
-        pixel_size: float = param(
-            -1.0, "Pixel size; -1: from the 'reference' input", unit="Å", section="Box"
+        pixel_size: float | None = param(
+            None, "Pixel size; absent: from the 'reference' input", unit="Å", section="Box", gt=0
         )
         geometry2d: Literal[
             "circular", "box", "crown", "gaussian", "raised_cosine", "raised_crown"
@@ -134,7 +137,7 @@ class MaskCreate(Protocol):
         )
     }
 
-    def _box(self) -> tuple[tuple[int, ...] | None, float]:
+    def _box(self) -> tuple[tuple[int, ...] | None, float]:  # (shape, pixel size or -1)
         p, ref = self.params, self.input.get("reference")
         ndim = 3 if p.dimensions == "3d" else 2
         if p.size > 0:
@@ -144,8 +147,8 @@ class MaskCreate(Protocol):
             shape = (full[0],) * 3 if (ndim == 3 and len(full) == 2) else tuple(full[-ndim:])
         else:
             shape = None
-        px = p.pixel_size
-        if px <= 0 and ref is not None:
+        px = -1.0 if p.pixel_size is None else p.pixel_size
+        if p.pixel_size is None and ref is not None:
             px = (
                 float(ref.attrs.get("pixel_size", -1))
                 if hasattr(ref, "attrs")
@@ -179,6 +182,8 @@ class MaskCreate(Protocol):
         if shape is not None:
             view = self.params.model_copy(update={"geometry": self._geometry()})
             problems += geometry_problems(view, shape)
+            # the mask and the copy mrcfile writes: two float32 boxes
+            problems += memory_problems("size", 2 * 4 * math.prod(shape))
         return problems
 
     def steps(self) -> list[Step]:
@@ -292,14 +297,12 @@ class MaskVolumes(Protocol):
     def validate(self) -> list[str]:
         p, problems = self.params, []
         items = self._items()
+        problems += _mask_source_problems(p.source, self.input.get("mask"))
+        if problems:
+            return problems
         if p.source == "mask":
-            if self.input.get("mask") is None:
-                problems.append("input 'mask': required when source = mask")
-            else:
-                for shape, px in sorted(
-                    {(it["shape"], it["pixel_size"]) for it in items}
-                ):  # every distinct map
-                    problems += check_created_mask(self.input["mask"], shape, px, "volume")
+            for shape, px in sorted({(it["shape"], it["pixel_size"]) for it in items}):
+                problems += check_created_mask(self.input["mask"], shape, px, "volume")
         else:
             for shape in sorted({it["shape"] for it in items}):
                 problems += geometry_problems(p, shape)
@@ -522,15 +525,18 @@ class MaskParticles(Protocol):
         p, problems = self.params, []
         if len(self.input["particles"]) == 0:
             return ["input 'particles': the set is empty"]
+        n = len(self.input["particles"])
+        if p.parts > n:
+            problems.append(
+                f"param 'parts': {p.parts} output stacks for {n} particle(s); give at most {n}"
+            )
         box = self._box()
-        if p.source == "mask":
-            if self.input.get("mask") is None:
-                problems.append("input 'mask': required when source = mask")
-            else:
-                problems += check_created_mask(
-                    self.input["mask"], box, self._pixel_size(), "particle images"
-                )
-        else:
+        problems += _mask_source_problems(p.source, self.input.get("mask"))
+        if p.source == "mask" and self.input.get("mask") is not None:
+            problems += check_created_mask(
+                self.input["mask"], box, self._pixel_size(), "particle images"
+            )
+        elif p.source != "mask":
             problems += geometry_problems(p, box)
         return problems
 

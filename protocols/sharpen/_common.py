@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 
 from emforge.engine import StepContext
+from emforge.engine.checks import grid_problems
 from emforge.objects import FSC, Volume
 
 __all__ = [
     "map_problems",
     "pair_problems",
+    "identical_halves_problems",
+    "mask_grid_problems",
     "resolution_problems",
     "halves_of",
     "read",
@@ -40,17 +43,27 @@ def map_problems(name: str, path: str, source: str | None = None) -> list[str]:
     return []
 
 
-def pair_problems(a: Volume, b: Volume, what: str = "half maps") -> list[str]:
-    problems = []
-    if tuple(a.shape) != tuple(b.shape):
-        problems.append(
-            f"input 'half2': {what} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}"
-        )
-    if abs(a.pixel_size - b.pixel_size) > 1e-3 * a.pixel_size:
-        problems.append(
-            f"input 'half2': {what} differ in pixel size: {a.pixel_size:.4g} vs {b.pixel_size:.4g} Å"
-        )
-    return problems
+def pair_problems(a: Volume, b: Volume, what: str = "half1") -> list[str]:
+    """Half map ``b`` must lie on the grid of ``a`` (shape, pixel size within 0.1%)."""
+    return grid_problems("half2", b, a, what, tolerance=1e-3)
+
+
+def identical_halves_problems(halves: tuple[str, str] | None) -> list[str]:
+    """Two identical half maps give FSC = 1 everywhere (a Nyquist 'resolution'): refuse them."""
+    if halves is None:
+        return []
+    a, b = halves
+    if a == b or np.array_equal(read(a), read(b)):
+        return [
+            f"input 'half2': {b} is identical to half1 ({a}): the FSC would be 1 at every "
+            "frequency; give two independently refined half maps"
+        ]
+    return []
+
+
+def mask_grid_problems(mask: Any, reference: Volume, what: str = "map") -> list[str]:
+    """A mask input must lie on the grid (shape and pixel size) of the map it is used with."""
+    return [] if mask is None else grid_problems("mask", mask, reference, what)
 
 
 def resolution_problems(name: str, value: float | None, pixel_size: float) -> list[str]:

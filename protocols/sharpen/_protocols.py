@@ -26,7 +26,9 @@ from emforge.objects import FSC, Volume
 
 from ._common import (
     halves_of,
+    identical_halves_problems,
     map_problems,
+    mask_grid_problems,
     pair_problems,
     read,
     resolution_problems,
@@ -35,6 +37,22 @@ from ._common import (
 from ._report import Panel, write_report
 
 __all__ = ["SharpenBFactor", "SharpenAuto", "SharpenHalfmaps"]
+
+
+#: largest exponent a sharpening filter may reach: e^80 ≈ 5.5e34 stays inside float32
+_MAX_EXPONENT = 80.0
+
+
+def gain_problems(p: Any, pixel_size: float) -> list[str]:
+    """B factors whose filter exp(±B s²/4) would overflow float32 at Nyquist (one line each)."""
+    s2 = 1.0 / (2.0 * pixel_size) ** 2
+    limit = 4.0 * _MAX_EXPONENT / s2
+    return [
+        f"param '{name}': {value:g} Å² gives exp({abs(value) * s2 / 4:.3g}) at Nyquist, "
+        f"beyond float32; at {pixel_size:.4g} Å/px give |{name}| ≤ {limit:.0f} Å²"
+        for name in ("b_sharpen", "b_iso", "b_blur_hires")
+        if abs(value := float(getattr(p, name, 0.0))) > limit
+    ]
 
 
 def _profile(data: np.ndarray, pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +198,7 @@ class SharpenBFactor(Protocol):
             unit="Å",
             section="Mode",
             shown_when=ShownWhen("mode", "in", ["b_iso_to_d_cut", "resolution_dependent"]),
+            ge=0,
         )
         b_blur_hires: float = param(
             200.0,
@@ -201,18 +220,24 @@ class SharpenBFactor(Protocol):
             "log10 scale at d_cut/2 (resolution_dependent)",
             section="Mode",
             shown_when=ShownWhen("mode", "==", "resolution_dependent"),
+            ge=-30,
+            le=30,
         )
         b1: float = param(
             0.0,
             "log10 scale at d_cut (resolution_dependent)",
             section="Mode",
             shown_when=ShownWhen("mode", "==", "resolution_dependent"),
+            ge=-30,
+            le=30,
         )
         b2: float = param(
             0.0,
             "added log10 scale at 0.833·d_cut (resolution_dependent)",
             section="Mode",
             shown_when=ShownWhen("mode", "==", "resolution_dependent"),
+            ge=-30,
+            le=30,
         )
         fit_d_min: float = param(
             0.0,
@@ -220,6 +245,7 @@ class SharpenBFactor(Protocol):
             unit="Å",
             section="B fit",
             level=Level.ADVANCED,
+            ge=0,
         )
         fit_d_max: float = param(
             10.0,
@@ -227,6 +253,7 @@ class SharpenBFactor(Protocol):
             unit="Å",
             section="B fit",
             level=Level.ADVANCED,
+            gt=0,
         )
 
     inputs = {"volume": Input(("Volume",), "the map (its half maps, if any, are sharpened alike)")}
@@ -242,6 +269,7 @@ class SharpenBFactor(Protocol):
         problems += resolution_problems("fit_d_min", p.fit_d_min, vol.pixel_size)
         if p.mode in ("b_iso_to_d_cut", "resolution_dependent") and p.d_cut <= 0:
             problems.append(f"param 'd_cut': required (> 0 Å) in mode {p.mode}")
+        problems += gain_problems(p, vol.pixel_size)
         if p.fit_d_max <= self._d_min():
             problems.append(
                 f"param 'fit_d_max': {p.fit_d_max} Å must be coarser than fit_d_min ({self._d_min():.3g} Å)"
@@ -563,13 +591,9 @@ class SharpenHalfmaps(Protocol):
         halves = halves_of(self.input)
         for name, path in zip(("half1", "half2"), halves or (), strict=False):
             problems += map_problems(name, path)
-        mask = self.input.get("mask")
-        ref = self._reference()
-        if mask is not None and tuple(mask.shape) != tuple(ref.shape):
-            problems.append(
-                f"input 'mask': shape {tuple(mask.shape)} differs from the half maps' {tuple(ref.shape)}"
-            )
-        return problems
+        if not problems:
+            problems += identical_halves_problems(halves)
+        return problems + mask_grid_problems(self.input.get("mask"), self._reference(), "half maps")
 
     def steps(self) -> list[Step]:
         p = self.params

@@ -26,7 +26,9 @@ from emforge.objects import Volume
 
 from ._common import (
     halves_of,
+    identical_halves_problems,
     map_problems,
+    mask_grid_problems,
     pair_problems,
     read,
     resolution_problems,
@@ -72,13 +74,9 @@ class _HalfmapInputs(Protocol):
             problems += map_problems(name, path)
         if vol is not None:
             problems += map_problems("volume", vol.path, vol.source)
-        mask = self.input.get("mask")
-        ref = self._reference()
-        if mask is not None and tuple(mask.shape) != tuple(ref.shape):
-            problems.append(
-                f"input 'mask': shape {tuple(mask.shape)} differs from the map's {tuple(ref.shape)}"
-            )
-        return problems
+        if not problems:
+            problems += identical_halves_problems(halves_of(self.input))
+        return problems + mask_grid_problems(self.input.get("mask"), self._reference())
 
 
 # -- sharpen.model ------------------------------------------------------------------------------
@@ -434,11 +432,21 @@ class SharpenLocal(_HalfmapInputs):
         if not problems:
             ref = self._reference()
             problems += resolution_problems("resolution", self.params.resolution, ref.pixel_size)
-            if self.params.box and self.params.box > min(ref.shape):
-                problems.append(
-                    f"param 'box': {self.params.box} px is larger than the map ({min(ref.shape)} px)"
-                )
+            problems += self._box_problems(ref)
         return problems
+
+    def _box_problems(self, ref: Volume) -> list[str]:
+        """The kernel's own box check (the automatic box included), run before the run."""
+        from .kernels.local import _check_box
+
+        p = self.params
+        try:
+            _check_box(ref.shape, p.box or None, p.step or None, p.resolution, ref.pixel_size)
+        except ValueError as exc:
+            name, _, text = str(exc).partition(": ")
+            auto = " (the automatic box; set a smaller box)" if name == "box" and not p.box else ""
+            return [f"param '{name}': {text}{auto}"]
+        return []
 
     def steps(self) -> list[Step]:
         p = self.params

@@ -32,6 +32,7 @@ FIRST = {
     "pydantic": ("2.5", "the lowest release tested with the suite"),
     "sqlalchemy": ("2.0", "Connection/Engine 2.0 API"),
     "gemmi": ("0.6", "DensityCalculatorE, read_structure; the lowest release tested"),
+    "numba": ("0.59", "first release for numpy 1.26 (it requires numpy<1.27,>=1.22)"),
 }
 
 

@@ -22,5 +22,5 @@ def test_reference_pages_are_current():
 
 def test_reference_lists_every_param_with_unit():
     text = reference_pages()["import.md"]
-    assert "| `pixel_size` | float | `-1.0` | Å |" in text
+    assert "| `pixel_size` | float or none | `None` | Å |" in text
     assert "choice: auto \\| star \\| text \\| eman2" in text

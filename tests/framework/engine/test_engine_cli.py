@@ -166,9 +166,9 @@ def test_cli_chaining_and_delete(project, data_dir, capsys):
         "example.threshold",
         *p,
         "--input",
-        f"volume={project.list_objects(2)[0]['id']}",
+        f"volume=object:{project.list_objects(2)[0]['id']}",
     )
-    assert rc == 0 and "run 3 finished" in out  # an object id works as well as RUN.output
+    assert rc == 0 and "run 3 finished" in out  # object:ID works as well as RUN.output
 
     rc, out, _ = _cli(capsys, "runs", "edit", "2", *p, "-p", "mean=3")
     assert rc == 0 and "mean" in out
@@ -301,12 +301,13 @@ def test_describe_prints_every_param_with_type_default_unit_help(capsys):
     assert rc == 0
     lines = out.splitlines()
     fields = ImportVolume.Params.model_fields
-    assert set(fields) == {"path", "pixel_size", "half1", "half2"}
+    assert set(fields) == {"path", "pixel_size", "half1", "half2", "stack_as_map"}
     for name, field in fields.items():
         idx = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name} ("))
         head = lines[idx]
         assert f"default {field.default!r}" in head, head
-        assert ("float" if name == "pixel_size" else "path") in head, head  # declared SourcePath
+        kind = {"pixel_size": "float", "stack_as_map": "bool"}.get(name, "path")  # SourcePath
+        assert kind in head, head
         assert field.description and lines[idx + 1].strip() == field.description
     px = next(line for line in lines if line.strip().startswith("pixel_size ("))
     assert "unit Å" in px

@@ -25,6 +25,7 @@ os.environ.setdefault("EMFORGE_FFTW_EFFORT", "FFTW_ESTIMATE")
 from emforge.engine.listing import run_rows  # noqa: E402
 from emforge.engine.runs import run_row  # noqa: E402
 from emforge.io import read_info, read_volume, write_volume  # noqa: E402
+from emforge.objects import Volume  # noqa: E402
 from emforge.project import Project  # noqa: E402
 from emforge.protocols.sharpen.kernels import estimate_b_iso  # noqa: E402
 
@@ -346,8 +347,13 @@ def test_validation_one_line_exit_2_nothing_recorded(env, files, tmp_path):
     }
     imp = {}
     for key, data in bad.items():
-        write_volume(tmp_path / f"{key}.mrc", np.asarray(data, np.float32), voxel_size=PX)
-        imp[key] = proj.run("import.volume", params={"path": str(tmp_path / f"{key}.mrc")})
+        path = tmp_path / f"{key}.mrc"
+        with np.errstate(invalid="ignore"):
+            write_volume(path, np.asarray(data, np.float32), voxel_size=PX)
+        if key == "crop":
+            imp[key] = proj.run("import.volume", params={"path": str(path)})
+        else:  # import refuses such maps: register them as if another protocol made them
+            imp[key] = proj.add(Volume(str(path), PX, tuple(data.shape)), name="volume")
     imp["px"] = proj.run("import.volume", params={"path": str(files["half2"]), "pixel_size": 1.2})
     imp["h1"] = proj.run("import.volume", params={"path": str(files["half1"])})
     st = gemmi.read_structure(str(MODEL))
@@ -382,11 +388,11 @@ def test_validation_one_line_exit_2_nothing_recorded(env, files, tmp_path):
             ["model", "outside the map box"],
         ),
         "zeros": (
-            ["sharpen.bfactor", "-i", f"volume={imp['zeros']}.volume", "-p", "b_sharpen=100"],
+            ["sharpen.bfactor", "-i", f"volume=object:{imp['zeros']}", "-p", "b_sharpen=100"],
             ["volume", "all zeros"],
         ),
         "nan": (
-            ["sharpen.halfmaps", "-i", half1, "-i", f"half2={imp['nan']}.volume"],
+            ["sharpen.halfmaps", "-i", half1, "-i", f"half2=object:{imp['nan']}"],
             ["half2", "NaN"],
         ),
         "nyquist_shells": (
