@@ -4,7 +4,8 @@ The rules these helpers enforce are in ``docs/benchmarks.md``. In short:
 
 - :func:`cold_command` / :func:`cold_call` start a fresh process per repeat, with empty caches
   (:func:`cold_env`: no FFTW wisdom, a new ``XDG_CACHE_HOME`` and numba cache folder), and
-  collect wall time, CPU time and peak RSS of that process and its children (``os.wait4``).
+  collect wall time, CPU time and peak RSS of that process and its children (``os.wait4`` in a
+  small launcher process: a child's ``ru_maxrss`` would otherwise include its parent's RSS).
 - :func:`warm` repeats a call in this process (after one untimed call).
 - Every measurement has ≥ :data:`MIN_REPEATS` repeats and reports min / median / max.
 - :func:`wait_quiet` waits a bounded time for load < 1.5 and says whether it got it;
@@ -153,22 +154,36 @@ def cold_env(
     return env
 
 
+# Linux counts the parent's RSS at fork/exec in a child's ru_maxrss, so the measured process is
+# started by this small launcher (python -S, ~10 MB), which reports the grandchild's rusage.
+_LAUNCHER = """
+import json, os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+with open(out, "w") as f:
+    json.dump({"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_kb": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> tuple[Sample, str]:
-    """Run ``argv`` once; wall, CPU (user+sys) and peak RSS come from ``os.wait4`` of that child."""
-    with tempfile.TemporaryFile("w+") as out:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {text[-2000:]}")
-    return Sample(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0), text
+    """Run ``argv`` once: wall, CPU (user+sys) and peak RSS of it and its children (wait4)."""
+    with tempfile.TemporaryDirectory(prefix="bench-spawn-") as tmp:
+        res, log = Path(tmp) / "rusage.json", Path(tmp) / "out.txt"
+        with open(log, "w") as out:
+            done = subprocess.run(
+                [sys.executable, "-S", "-c", _LAUNCHER, str(res), *map(str, argv)],
+                env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, check=False,
+            )  # fmt: skip
+        text = log.read_text()
+        if done.returncode != 0 or not res.exists():
+            raise RuntimeError(f"{argv[0]} exited {done.returncode}: {text[-2000:]}")
+        r = json.loads(res.read_text())
+    return Sample(r["wall"], r["cpu"], r["rss_kb"] / 1024.0), text
 
 
 def cold_command(
