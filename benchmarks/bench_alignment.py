@@ -24,7 +24,7 @@ import sys
 import time
 
 import numpy as np
-from _common import machine, table
+from _common import check_repeats, machine, table, wait_quiet
 
 
 def blob_stack(blobs, angle, dx, dy, mirror, n):
@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    check_repeats(args.repeats)
+    wait_quiet(timeout=60)
     os.environ["EMFORGE_FFT_THREADS"] = str(args.threads)
     from emforge.numerics import rotate_translate_flip
 

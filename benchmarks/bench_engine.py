@@ -1,7 +1,7 @@
 """Protocol engine: launch→finish of a trivial protocol and 4 parallel 1-s steps, emforge vs
 Scipion, in one run, with ratios.
 
-    python benchmarks/bench_engine.py [--no-scipion] [--repeats 3]
+    python benchmarks/bench_engine.py [--no-scipion] [--repeats 5]
 
 emforge uses the example plugin's ``example.sleep`` (installed with the test extras):
 ``seconds=0, n_steps=1`` is the trivial protocol; ``seconds=1, n_steps=4`` on 2 workers the
@@ -14,14 +14,13 @@ Targets (issue 3): ≤ 0.3 s in-process, ≤ 1 s detached, ≤ 2.3 s for the par
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, scipion, table
+from _common import check_repeats, machine, scipion, table, wait_quiet, warm
 
 from emforge.engine import create_run
 from emforge.engine.runs import run_row
@@ -62,20 +61,29 @@ def detached(proj: Project, params: dict, workers: int = 2) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-scipion", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    n = check_repeats(args.repeats)
+    quiet, _ = wait_quiet(timeout=60)
     print(f"bench_engine: {machine()}")
     trivial = {"seconds": 0.0, "n_steps": 1}
     parallel = {"seconds": 1.0, "n_steps": 4}
     with tempfile.TemporaryDirectory() as tmp:
         proj = Project.init(Path(tmp) / "p")
-        inprocess(proj, trivial)  # warm imports, as a long-lived session would be
-        ours = {
-            "in-process": statistics.median(inprocess(proj, trivial) for _ in range(args.repeats)),
-            "detached": statistics.median(detached(proj, trivial) for _ in range(args.repeats)),
-            "parallel 4×1 s on 2 workers (in-process)": inprocess(proj, parallel, workers=2),
-            "parallel 4×1 s on 2 workers (detached)": detached(proj, parallel, workers=2),
+        # warm: imports paid by the untimed first call, as a long-lived session would be
+        stats = {
+            "in-process": warm(lambda: inprocess(proj, trivial), n),
+            "detached": warm(lambda: detached(proj, trivial), n),
+            "parallel 4×1 s on 2 workers (in-process)": warm(
+                lambda: inprocess(proj, parallel, workers=2), n
+            ),
+            "parallel 4×1 s on 2 workers (detached)": warm(
+                lambda: detached(proj, parallel, workers=2), n
+            ),
         }
+    ours = {case: s.median for case, s in stats.items()}
+    for case, s in stats.items():
+        print(f"  {case}: {s.summary()}")
     peer: dict[str, float | None] = {}
     if not args.no_scipion:
         a = scipion("engine_inproc")
@@ -105,7 +113,10 @@ def main() -> None:
                 f"{p / t:.1f}×" if p else "-",
             )
         )
-    print(table(rows, ("case", "emforge s", "target", "met", "scipion s", "emforge faster")))
+    print(table(rows, ("case", "emforge median s", "target", "met", "scipion s", "emforge faster")))
+    if not quiet:
+        print("NOTE: the machine was loaded")
+    print(f"load at the end: {machine()}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -222,6 +223,41 @@ def _is_locked(exc: OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+# A signal handler that raises (the engine's SIGTERM/SIGINT abort) must not raise inside a
+# transaction: SQLAlchemy would log the interrupted close with a traceback, or the rollback
+# itself could be cut short. The main thread's transactions are counted; a handler asks
+# :func:`defer_interrupt` and, inside one, the exception is raised when the outermost ends.
+_main_depth = 0
+_deferred: list[BaseException] = []
+
+
+def defer_interrupt(exc: BaseException) -> bool:
+    """Keep ``exc`` for the end of the main thread's current transaction; False if none."""
+    if _main_depth and threading.current_thread() is threading.main_thread():
+        _deferred[:] = [exc]
+        return True
+    return False
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    global _main_depth
+    main = threading.current_thread() is threading.main_thread()
+    _main_depth += main
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        _main_depth -= main
+        if main and not _main_depth and _deferred:
+            exc = _deferred.pop()
+            if not failed:
+                raise exc
+
+
 @contextmanager
 def write(engine: Engine, *, retries: int = 8) -> Iterator[Connection]:
     """One short write transaction (``BEGIN IMMEDIATE``), committed on success.
@@ -230,6 +266,12 @@ def write(engine: Engine, *, retries: int = 8) -> Iterator[Connection]:
     database when the transaction starts, it is retried with a randomised back-off so the
     user never sees "database is locked". Errors inside the ``with`` body roll back.
     """
+    with _shielded(), _write(engine, retries=retries) as conn:
+        yield conn
+
+
+@contextmanager
+def _write(engine: Engine, *, retries: int) -> Iterator[Connection]:
     attempt = 0
     while True:
         conn = engine.connect().execution_options(emforge_begin="IMMEDIATE")
@@ -271,6 +313,12 @@ def read(engine: Engine) -> Iterator[Connection]:
     snapshot is taken through a connection in exclusive locking mode (held for this one read
     only), so that read-only commands keep working.
     """
+    with _shielded(), _read(engine) as conn:
+        yield conn
+
+
+@contextmanager
+def _read(engine: Engine) -> Iterator[Connection]:
     conn = None
     try:
         conn = engine.connect()

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import EmforgeError, ValidationError
 
@@ -37,8 +38,22 @@ def _params_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _LazyCommands:
+    """``c.NAME`` is a function that imports :mod:`._commands` (rich, the project database)
+    only when the command runs, so that building the parser and ``--help`` stay light."""
+
+    def __getattr__(self, name: str) -> Any:
+        def command(args: argparse.Namespace) -> Any:
+            from . import _commands
+
+            return getattr(_commands, name)(args)
+
+        command.__name__ = command.__qualname__ = name
+        return command
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from . import _commands as c
+    c = _LazyCommands()
 
     parser = argparse.ArgumentParser(
         prog="emforge", description="cryo-EM / cryo-ET processing with provenance"

@@ -7,13 +7,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import NotFoundError, ParamError
-from ..project import DB_NAME, Project
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 # piped output (files, CI logs) gets a wide console so tables keep full protocol ids
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -35,17 +37,23 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
 
 
 def _open(args: Any) -> Project:
+    from ..project import Project
+
     return Project.open(args.project)
 
 
 # -- project -----------------------------------------------------------------
 def project_init(args: Any) -> int:
+    from ..project import DB_NAME, Project
+
     proj = Project.init(args.path)
     out.print(f"created project {proj.path} ({DB_NAME})")
     return 0
 
 
 def project_show(args: Any) -> int:
+    from ..project import Project
+
     proj = Project.open(args.path or os.environ.get("EMFORGE_PROJECT", "."))
     from ..engine.listing import run_rows
 
@@ -60,6 +68,8 @@ def project_show(args: Any) -> int:
 
 
 def project_list(args: Any) -> int:
+    from ..project import DB_NAME
+
     root = Path(args.root).expanduser()
     found = sorted(p.parent for p in root.glob(f"**/{DB_NAME}"))
     for p in found:

@@ -567,7 +567,9 @@ def _install_abort_handlers() -> dict[int, Any]:
         return {}
 
     def _abort(signum: int, _frame: Any) -> None:
-        raise RunAborted(signal.Signals(signum).name)
+        exc = RunAborted(signal.Signals(signum).name)
+        if not db.defer_interrupt(exc):  # inside a transaction: raised when it has ended
+            raise exc
 
     return {sig: signal.signal(sig, _abort) for sig in (signal.SIGTERM, signal.SIGINT)}
 

@@ -12,95 +12,118 @@ B-factor sign).
 
 from __future__ import annotations
 
-from .align2d import Alignment2D, fourier_shrink_2d, rotate_translate_flip, transform_images_2d
-from .align3d import ccc_tomo_thresh, ccf_3d, flc_3d, rotate_volume
-from .asymmetric_unit import (
-    asymmetric_unit_limits,
-    direction_in_asymmetric_unit,
-    in_asymmetric_unit,
-    reduce_to_asymmetric_unit,
-)
-from .compare import ccc, cost, frc, frc_band_weights, frc_curve, phase, sqeuclidean
-from .ctf import (
-    ctf_2d,
-    ctf_at_frequencies,
-    electron_wavelength,
-    phase_flip_2d,
-    wiener_filter_2d,
-)
-from .fft import (
-    backend,
-    clear_plan_cache,
-    default_threads,
-    export_wisdom,
-    import_wisdom,
-    irfftn,
-    plan_cache_size,
-    rfft_shape,
-    rfftn,
-)
-from .fourier import (
-    MaskedFSC,
-    amplitude_profile,
-    amplitude_profile_rfft,
-    apply_radial_filter,
-    bfactor_filter,
-    default_nshells,
-    fsc,
-    fsc_crossing,
-    fsc_rfft,
-    guinier_fit,
-    hermitian_weights,
-    lowpass,
-    masked_fsc_corrected,
-    phase_randomize,
-    radial_average,
-    radial_filter_grid,
-    radial_sum,
-    raised_cosine,
-    shell_frequencies,
-    shell_index_rfft,
-    spatial_frequency_rfft,
-)
-from .orientations import eman_orientations, so3_grid, so3_grid_size
-from .projection import (
-    PreparedVolume,
-    gridding_function,
-    prepare_volume,
-    project_fourier,
-    project_real_space,
-)
-from .reconstruction import (
-    FourierAccumulator,
-    Reconstruction,
-    finish_reconstruction,
-    insert_images,
-    reconstruct_fourier,
-)
-from .refine2d import refine_2d
-from .rotations import (
-    axis_angle_to_matrix,
-    eman_to_euler_zyz,
-    eman_to_matrix,
-    euler_zyz_to_eman,
-    euler_zyz_to_matrix,
-    matrix_to_eman,
-    matrix_to_euler_zyz,
-    quaternion_to_matrix,
-    random_rotations,
-    rotation_angle_between,
-    view_direction,
-)
-from .symmetry import (
-    SymmetrySpec,
-    expand_poses,
-    helical_operators,
-    parse_symmetry,
-    symmetry_axes_rotation,
-    symmetry_matrices,
-    symmetry_order,
-)
-from .tilt import missing_wedge_mask, tilt_ctf_2d, tilt_defocus, tilt_series_matrices
+import importlib
+from typing import Any
+
+# Public names and the submodule defining them, loaded on first access (PEP 562): importing
+# one kernel module (or the CLI) does not pay for scipy and every other kernel.
+_WHERE = {
+    "Alignment2D": "align2d",
+    "fourier_shrink_2d": "align2d",
+    "rotate_translate_flip": "align2d",
+    "transform_images_2d": "align2d",
+    "ccc_tomo_thresh": "align3d",
+    "ccf_3d": "align3d",
+    "flc_3d": "align3d",
+    "rotate_volume": "align3d",
+    "asymmetric_unit_limits": "asymmetric_unit",
+    "direction_in_asymmetric_unit": "asymmetric_unit",
+    "in_asymmetric_unit": "asymmetric_unit",
+    "reduce_to_asymmetric_unit": "asymmetric_unit",
+    "ccc": "compare",
+    "cost": "compare",
+    "frc": "compare",
+    "frc_band_weights": "compare",
+    "frc_curve": "compare",
+    "phase": "compare",
+    "sqeuclidean": "compare",
+    "ctf_2d": "ctf",
+    "ctf_at_frequencies": "ctf",
+    "electron_wavelength": "ctf",
+    "phase_flip_2d": "ctf",
+    "wiener_filter_2d": "ctf",
+    "backend": "fft",
+    "clear_plan_cache": "fft",
+    "default_threads": "fft",
+    "export_wisdom": "fft",
+    "import_wisdom": "fft",
+    "irfftn": "fft",
+    "plan_cache_size": "fft",
+    "rfft_shape": "fft",
+    "rfftn": "fft",
+    "MaskedFSC": "fourier",
+    "amplitude_profile": "fourier",
+    "amplitude_profile_rfft": "fourier",
+    "apply_radial_filter": "fourier",
+    "bfactor_filter": "fourier",
+    "default_nshells": "fourier",
+    "fsc": "fourier",
+    "fsc_crossing": "fourier",
+    "fsc_rfft": "fourier",
+    "guinier_fit": "fourier",
+    "hermitian_weights": "fourier",
+    "lowpass": "fourier",
+    "masked_fsc_corrected": "fourier",
+    "phase_randomize": "fourier",
+    "radial_average": "fourier",
+    "radial_filter_grid": "fourier",
+    "radial_sum": "fourier",
+    "raised_cosine": "fourier",
+    "shell_frequencies": "fourier",
+    "shell_index_rfft": "fourier",
+    "spatial_frequency_rfft": "fourier",
+    "eman_orientations": "orientations",
+    "so3_grid": "orientations",
+    "so3_grid_size": "orientations",
+    "PreparedVolume": "projection",
+    "gridding_function": "projection",
+    "prepare_volume": "projection",
+    "project_fourier": "projection",
+    "project_real_space": "projection",
+    "FourierAccumulator": "reconstruction",
+    "Reconstruction": "reconstruction",
+    "finish_reconstruction": "reconstruction",
+    "insert_images": "reconstruction",
+    "reconstruct_fourier": "reconstruction",
+    "refine_2d": "refine2d",
+    "axis_angle_to_matrix": "rotations",
+    "eman_to_euler_zyz": "rotations",
+    "eman_to_matrix": "rotations",
+    "euler_zyz_to_eman": "rotations",
+    "euler_zyz_to_matrix": "rotations",
+    "matrix_to_eman": "rotations",
+    "matrix_to_euler_zyz": "rotations",
+    "quaternion_to_matrix": "rotations",
+    "random_rotations": "rotations",
+    "rotation_angle_between": "rotations",
+    "view_direction": "rotations",
+    "SymmetrySpec": "symmetry",
+    "expand_poses": "symmetry",
+    "helical_operators": "symmetry",
+    "parse_symmetry": "symmetry",
+    "symmetry_axes_rotation": "symmetry",
+    "symmetry_matrices": "symmetry",
+    "symmetry_order": "symmetry",
+    "missing_wedge_mask": "tilt",
+    "tilt_ctf_2d": "tilt",
+    "tilt_defocus": "tilt",
+    "tilt_series_matrices": "tilt",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in set(_WHERE.values()):  # a submodule, as when the names were imported eagerly
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "backend",
