@@ -21,9 +21,7 @@ def test_interrupt_inside_a_write_is_raised_after_its_commit(project):
                 conn.execute(update(db.meta).values(value="x").where(db.meta.c.key == "probe"))
                 conn.execute(db.meta.insert().values(key="probe", value="committed"))
                 os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the body
-                conn.execute(
-                    update(db.meta).where(db.meta.c.key == "probe").values(value="whole")
-                )
+                conn.execute(update(db.meta).where(db.meta.c.key == "probe").values(value="whole"))
     finally:
         _restore_handlers(old)
     with db.read(project.engine) as conn:
