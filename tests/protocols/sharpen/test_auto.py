@@ -59,15 +59,7 @@ def test_solvent_fraction_of_real_map(truth, average):
 @pytest.mark.parametrize(
     "method",
     [
-        pytest.param(
-            "adjusted_sa",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="with the B mixed inside the exponent (b_iso_to_d_cut as in Phenix) the "
-                "adjusted-surface-area score with its unbounded region weight picks b_sharpen "
-                "5.7 (masked CC 0.841; 0.947 at b_sharpen 100): needs the bounded region weight",
-            ),
-        ),
+        "adjusted_sa",
         "kurtosis",
     ],
 )

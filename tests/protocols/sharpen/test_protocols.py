@@ -195,20 +195,7 @@ def summary(env: dict, rid: int) -> str:
 # --------------------------------------------------------------------------- 1. every protocol
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="b_iso_to_d_cut now mixes the B inside the exponent (as Phenix); the "
-                "adjusted-surface-area score with its unbounded region weight then "
-                "under-sharpens this case (masked CC 0.819 vs 0.812 for the input)",
-            ),
-        )
-        if k == "auto_adjusted_sa"
-        else k
-        for k in SHARPENERS
-    ],
+    list(SHARPENERS),
 )
 def test_protocol_improves_masked_correlation_with_truth(
     name, case, env, truth, blurred, halves, average, mask, masked_cc
