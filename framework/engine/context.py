@@ -81,6 +81,7 @@ class StepContext:
     step: str
     workdir: Path
     registrations: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def extra(self) -> Path:
@@ -104,6 +105,14 @@ class StepContext:
         """Append one line to the run's log file."""
         stamp = time.strftime("%H:%M:%S")
         append_line(self.logs / "run.log", f"{stamp} [{self.step}] {message}")
+
+    def warn(self, text: str) -> None:
+        """Record a warning about this step's result (kept with the step's result under
+        ``"warnings"``, logged, and shown by ``runs show``)."""
+        text = str(text)
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self.log(f"warning: {text}")
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress of this step, ``fraction`` in [0, 1]."""
@@ -194,6 +203,8 @@ def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
         raise TypeError(
             f"step {ctx.step!r} returned {type(result).__name__}; a step returns a dict or None"
         )
+    if ctx.warnings:
+        result = {**result, "warnings": list(result.get("warnings", [])) + ctx.warnings}
     return StepOutcome(
         result=result,
         registrations=ctx.registrations,

@@ -144,6 +144,9 @@ def show_lines(project: Project, run_id: int) -> list[str]:
             f"  step {s['idx'] + 1} {s['name']}: {s['status']} {took}"
             + (f" — {s['error']}" if s["error"] and s["status"] == "failed" else "")
         )
+    for s in steps:
+        for text in json.loads(s["result_json"] or "{}").get("warnings", []):
+            lines.append(f"  warning ({s['name']}): {text}")
     if row["summary"]:
         lines.append("  summary:")
         lines += [f"    {line}" for line in row["summary"].splitlines()]

@@ -20,6 +20,8 @@ __all__ = [
     "read",
     "write_outputs",
     "masked_correlation",
+    "warning_lines",
+    "fit_range_problems",
 ]
 
 
@@ -127,3 +129,22 @@ def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = N
     wa = a - np.average(a, weights=w)
     wb = b - np.average(b, weights=w)
     return float(np.sum(w * wa * wb) / np.sqrt(np.sum(w * wa * wa) * np.sum(w * wb * wb)))
+
+
+def warning_lines(results: dict[str, Any]) -> list[str]:
+    """``"warning: ..."`` for every warning the steps recorded (``ctx.warn``), in step order."""
+    return [f"warning: {w}" for r in results.values() for w in (r or {}).get("warnings", [])]
+
+
+def fit_range_problems(
+    name: str, shape, pixel_size: float, resolution: float | None, d_max: float | None = None
+) -> list[str]:
+    """Validation of the map-B fit range (see :mod:`.kernels.mapb`): one line naming
+    ``name`` when the box holds too few Fourier shells coarser than the resolution."""
+    from .kernels.mapb import map_b_fit_range
+
+    try:
+        map_b_fit_range(shape, pixel_size=pixel_size, resolution=resolution, d_max=d_max)
+    except ValueError as exc:
+        return [f"param '{name}': {str(exc).removeprefix('resolution: ')}"]
+    return []

@@ -25,6 +25,7 @@ from emforge.engine import (
 from emforge.objects import FSC, Volume
 
 from ._common import (
+    fit_range_problems,
     halves_of,
     identical_halves_problems,
     map_problems,
@@ -32,6 +33,7 @@ from ._common import (
     pair_problems,
     read,
     resolution_problems,
+    warning_lines,
     write_outputs,
 )
 from ._report import Panel, write_report
@@ -90,6 +92,10 @@ def _spectrum_panel(s: np.ndarray, before: np.ndarray, after: np.ndarray) -> Pan
 
 
 # -- sharpen.bfactor ---------------------------------------------------------------------------
+def _needs_map_b(mode: str, b_sharpen: float) -> bool:
+    return mode == "b_iso" or (mode == "b_iso_to_d_cut" and b_sharpen == 0)
+
+
 def bfactor_step(
     ctx: StepContext,
     *,
@@ -106,29 +112,40 @@ def bfactor_step(
     fit_d_min: float,
     fit_d_max: float,
 ) -> dict:
-    from .kernels import (
-        estimate_b_iso,
-        sharpen_b,
-        sharpen_b_iso_to_d_cut,
-        sharpen_resolution_dependent,
-        sharpen_to_b_iso,
-    )
+    from .kernels import sharpen_b, sharpen_b_iso_to_d_cut, sharpen_resolution_dependent
+    from .kernels.mapb import b_sentence, map_b
 
     src = Volume.from_attrs(volume)
     px = src.pixel_size
     data = read(src.path)
-    own_b = estimate_b_iso(data, pixel_size=px, d_min=fit_d_min, d_max=fit_d_max)
+    fit_res = fit_d_min or None
+
+    def fit(m: np.ndarray):
+        try:
+            return map_b(m, pixel_size=px, resolution=fit_res, d_max=fit_d_max or None)
+        except ValueError as exc:  # only where the mode does not need it (validated)
+            ctx.warn(f"no map B: {str(exc).removeprefix('resolution: ')}")
+            return None
+
+    own = fit(data)
+    for w in own.warnings if own else []:
+        ctx.warn(w)
+    applied: float | None = None
+    if mode == "b_sharpen":
+        applied = b_sharpen
+    elif _needs_map_b(mode, b_sharpen):
+        applied = own.b - b_iso  # type: ignore[union-attr]
+    elif mode == "b_iso_to_d_cut":
+        applied = b_sharpen
 
     def run(m: np.ndarray) -> np.ndarray:
-        if mode == "b_sharpen":
-            return sharpen_b(m, pixel_size=px, b_sharpen=b_sharpen)
-        if mode == "b_iso":
-            return sharpen_to_b_iso(m, pixel_size=px, b_iso_target=b_iso, d_min=fit_d_min)
+        if mode in ("b_sharpen", "b_iso"):
+            return sharpen_b(m, pixel_size=px, b_sharpen=applied)  # type: ignore[arg-type]
         if mode == "b_iso_to_d_cut":
             return sharpen_b_iso_to_d_cut(
                 m,
                 pixel_size=px,
-                b_sharpen=own_b - b_iso if b_sharpen == 0 else b_sharpen,
+                b_sharpen=applied,  # type: ignore[arg-type]
                 d_cut=d_cut,
                 b_blur_hires=b_blur_hires,
                 k_sharpen=k_sharpen,
@@ -140,7 +157,10 @@ def bfactor_step(
     write_outputs(ctx, src, out, halves)  # type: ignore[arg-type]
     s, before = _profile(data, px)
     _, after = _profile(out, px)
-    new_b = estimate_b_iso(out, pixel_size=px, d_min=fit_d_min, d_max=fit_d_max)
+    new = fit(out) if own else None
+    own_b = own.b if own else float("nan")
+    new_b = new.b if new else float("nan")
+    sentence = b_sentence(own_b, applied) if own else "map B: not fitted"
     write_report(
         ctx.extra,
         f"sharpen.bfactor ({mode})",
@@ -151,12 +171,23 @@ def bfactor_step(
         ],
         [
             ("mode", mode),
-            ("map B before (Guinier fit)", f"{own_b:.1f} Å²"),
-            ("map B after", f"{new_b:.1f} Å²"),
-            ("fit range", f"{fit_d_max:g}–{fit_d_min:g} Å"),
-        ],
+            ("B", sentence),
+            ("map B after", f"{new_b:+.1f} Å²"),
+            (
+                "map B fit range",
+                f"{own.d_max:.3g}–{own.d_min:.3g} Å ({own.n_shells} shells)" if own else "-",
+            ),
+        ]
+        + [("warning", w) for w in ctx.warnings],
     )
-    return {"b_iso_before": own_b, "b_iso_after": new_b, "mode": mode}
+    return {
+        "map_b": own_b,
+        "b_sharpen_applied": applied,
+        "b_iso_before": own_b,
+        "b_iso_after": new_b,
+        "mode": mode,
+        "map_b_fit_range": list(own.fit_range) if own else None,
+    }
 
 
 class SharpenBFactor(Protocol):
@@ -241,26 +272,28 @@ class SharpenBFactor(Protocol):
         )
         fit_d_min: float = param(
             0.0,
-            "Finest resolution of the Guinier fit of the map's B; 0: 3 pixels",
+            "Finest resolution of the map B (Guinier) fit; 0: d_cut when given, else 3 pixels",
             unit="Å",
             section="B fit",
             level=Level.ADVANCED,
             ge=0,
         )
         fit_d_max: float = param(
-            10.0,
-            "Coarsest resolution of the Guinier fit",
+            0.0,
+            "Coarsest resolution of the map B fit; 0: max(10 Å, 2 × fit_d_min), widened to at "
+            "least 5 Fourier shells",
             unit="Å",
             section="B fit",
             level=Level.ADVANCED,
-            gt=0,
+            ge=0,
         )
 
     inputs = {"volume": Input(("Volume",), "the map (its half maps, if any, are sharpened alike)")}
     outputs = {"volume": Output("Volume", "the sharpened map (with sharpened half maps)")}
 
     def _d_min(self) -> float:
-        return self.params.fit_d_min or 3 * self.input["volume"].pixel_size
+        p = self.params
+        return p.fit_d_min or (p.d_cut if p.mode != "b_sharpen" else 0.0)
 
     def validate(self) -> list[str]:
         p, vol = self.params, self.input["volume"]
@@ -270,9 +303,14 @@ class SharpenBFactor(Protocol):
         if p.mode in ("b_iso_to_d_cut", "resolution_dependent") and p.d_cut <= 0:
             problems.append(f"param 'd_cut': required (> 0 Å) in mode {p.mode}")
         problems += gain_problems(p, vol.pixel_size)
-        if p.fit_d_max <= self._d_min():
+        if p.fit_d_max and p.fit_d_max <= self._d_min():
             problems.append(
                 f"param 'fit_d_max': {p.fit_d_max} Å must be coarser than fit_d_min ({self._d_min():.3g} Å)"
+            )
+        elif _needs_map_b(p.mode, p.b_sharpen) and not problems:
+            name = "fit_d_min" if p.fit_d_min else ("d_cut" if p.d_cut else "fit_d_min")
+            problems += fit_range_problems(
+                name, vol.shape, vol.pixel_size, self._d_min() or None, p.fit_d_max or None
             )
         return problems
 
@@ -301,17 +339,28 @@ class SharpenBFactor(Protocol):
         ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        from .kernels.mapb import b_sentence
+
         r = results.get("sharpen", {})
-        return f"{r.get('mode')}: map B {r.get('b_iso_before', 0):.1f} → {r.get('b_iso_after', 0):.1f} Å²; report extra/report.html"
+        mb = r.get("map_b")
+        head = b_sentence(mb, r.get("b_sharpen_applied")) if mb is not None else "map B: -"
+        lines = [
+            f"{r.get('mode')}: {head}; map B after {r.get('b_iso_after', float('nan')):+.1f} Å²; "
+            "report extra/report.html"
+        ]
+        return "\n".join(lines + warning_lines(results))
 
 
 # -- sharpen.auto ------------------------------------------------------------------------------
 def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
     from .kernels import auto_sharpen, sharpen_b_iso_to_d_cut
+    from .kernels.mapb import b_sentence
 
     src = Volume.from_attrs(volume)
     data = read(src.path)
     res = auto_sharpen(data, pixel_size=src.pixel_size, **options)
+    for note in res.notes:
+        ctx.warn(note)
     halves = None
     if src.has_halves:
         d = options.get("resolution")
@@ -353,15 +402,18 @@ def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
         ],
         [
             ("method", label),
+            ("B", b_sentence(res.b_iso_original, res.b_sharpen)),
             ("best b_iso", f"{res.b_iso:.1f} Å²"),
-            ("b_sharpen applied", f"{res.b_sharpen:.1f} Å²"),
-            ("map B before", f"{res.b_iso_original:.1f} Å²"),
+            ("map B fit range", "{:.3g}–{:.3g} Å".format(*res.map_b_fit_range)),
             ("solvent fraction", f"{res.solvent_fraction:.2f}"),
             ("region weight", f"{res.region_weight:.3g}"),
-        ],
+        ]
+        + [("warning", w) for w in ctx.warnings],
     )
     scan = {k: [float(x) for x in v] for k, v in res.scan.items()}
     return {
+        "map_b": res.b_iso_original,
+        "b_sharpen_applied": res.b_sharpen,
         "b_iso": res.b_iso,
         "b_sharpen": res.b_sharpen,
         "b_iso_original": res.b_iso_original,
@@ -413,6 +465,10 @@ class SharpenAuto(Protocol):
         )
         if p.b_max <= p.b_min:
             problems.append(f"param 'b_max': {p.b_max} must exceed b_min ({p.b_min})")
+        if not problems:
+            problems += fit_range_problems(
+                "resolution", vol.shape, vol.pixel_size, p.resolution or None
+            )
         return problems
 
     def steps(self) -> list[Step]:
@@ -436,9 +492,12 @@ class SharpenAuto(Protocol):
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("scan", {})
+        from .kernels.mapb import b_sentence
+
         lines = [
-            f"best b_iso {r.get('b_iso', 0):.1f} Å² (b_sharpen {r.get('b_sharpen', 0):.1f} Å², map B was "
-            f"{r.get('b_iso_original', 0):.1f} Å²); report extra/report.html",
+            f"{b_sentence(r.get('b_iso_original', 0), r.get('b_sharpen', 0))} "
+            f"(best b_iso {r.get('b_iso', 0):.1f} Å²); report extra/report.html",
+            *warning_lines(results),
             "   b_iso     score",
         ]
         scan = r.get("scan", {})
@@ -459,6 +518,17 @@ def halfmaps_step(
     rng = np.random.default_rng(options.pop("seed"))
     fn = sharpen_halfmaps if method == "relion" else sharpen_halfmaps_phenix
     res = fn(h1, h2, pixel_size=src.pixel_size, mask=mask, rng=rng, **options)
+    from .kernels.mapb import MapBFit, b_sentence, map_b
+
+    for note in res.notes:
+        ctx.warn(note)
+    try:
+        mb = map_b(0.5 * (h1 + h2), pixel_size=src.pixel_size, resolution=res.resolution)
+    except ValueError as exc:  # too few shells coarser than the FSC resolution
+        ctx.warn(f"no map B: {str(exc).removeprefix('resolution: ')}")
+        mb = MapBFit(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    for w in mb.warnings:
+        ctx.warn(w)
     f = res.fsc
     fsc_obj = FSC(
         tuple(map(float, f.s)),
@@ -508,14 +578,21 @@ def halfmaps_step(
         [
             ("method", method),
             ("resolution (FSC = 0.143)", f"{res.resolution:.2f} Å"),
-            ("B factor (applied as exp(-B s²/4))", f"{res.b_factor:.1f} Å²"),
-            ("Guinier fit range", f"{res.guinier_fit_range[0]:g}–{res.guinier_fit_range[1]:.2f} Å"),
+            ("B", b_sentence(mb.b, -res.b_factor)),
+            ("map B fit range", f"{mb.d_max:.3g}–{mb.d_min:.3g} Å ({mb.n_shells} shells)"),
+            ("B factor (RELION sign, applied as exp(-B s²/4))", f"{res.b_factor:.1f} Å²"),
+            (
+                "Guinier fit range (signal)",
+                f"{res.guinier_fit_range[0]:.3g}–{res.guinier_fit_range[1]:.2f} Å",
+            ),
         ]
-        + [("note", n) for n in res.notes],
+        + [("warning", n) for n in ctx.warnings],
     )
     return {
         "resolution": float(res.resolution),
         "b_factor": float(res.b_factor),
+        "map_b": float(mb.b),
+        "b_sharpen_applied": float(-res.b_factor),
         "notes": list(res.notes),
     }
 
@@ -544,8 +621,9 @@ class SharpenHalfmaps(Protocol):
             0.143, "FSC threshold defining the resolution", section="Method", gt=0, lt=1
         )
         guinier_d_max: float = param(
-            10.0,
-            "Coarsest resolution of the Guinier fit",
+            0.0,
+            "Coarsest resolution of the Guinier fit; 0: max(10 Å, 2 × resolution), widened to "
+            "at least 5 Fourier shells",
             unit="Å",
             section="Method",
             level=Level.ADVANCED,
@@ -622,8 +700,12 @@ class SharpenHalfmaps(Protocol):
         ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        from .kernels.mapb import b_sentence
+
         r = results.get("postprocess", {})
-        return (
-            f"resolution {r.get('resolution', 0):.2f} Å (FSC {self.params.fsc_threshold}), B {r.get('b_factor', 0):.1f} Å²; "
+        head = (
+            f"resolution {r.get('resolution', 0):.2f} Å (FSC {self.params.fsc_threshold}); "
+            f"{b_sentence(r.get('map_b', float('nan')), r.get('b_sharpen_applied'))}; "
             "report extra/report.html"
         )
+        return "\n".join([head, *warning_lines(results)])

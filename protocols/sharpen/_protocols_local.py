@@ -25,6 +25,7 @@ from emforge.engine import (
 from emforge.objects import Volume
 
 from ._common import (
+    fit_range_problems,
     halves_of,
     identical_halves_problems,
     map_problems,
@@ -32,11 +33,22 @@ from ._common import (
     pair_problems,
     read,
     resolution_problems,
+    warning_lines,
     write_outputs,
 )
 from ._report import Panel, write_report
 
 __all__ = ["SharpenModel", "SharpenShells", "SharpenLocal", "LocalResolution"]
+
+
+def _map_b(ctx: StepContext, data: np.ndarray, pixel_size: float, resolution: float):
+    """The map B (:func:`.kernels.mapb.map_b`) at ``resolution``; its warnings go to ``ctx``."""
+    from .kernels.mapb import map_b
+
+    mb = map_b(data, pixel_size=pixel_size, resolution=resolution)
+    for w in mb.warnings:
+        ctx.warn(w)
+    return mb
 
 
 class _HalfmapInputs(Protocol):
@@ -225,6 +237,7 @@ def shells_step(
     src = Volume.from_attrs(volume)
     h = [read(p) for p in halves] if halves else [None, None]
     data = read(src.path) if src.path else 0.5 * (h[0] + h[1])
+    mb = _map_b(ctx, data, src.pixel_size, resolution)
     res = sharpen_shells(
         data,
         pixel_size=src.pixel_size,
@@ -232,11 +245,14 @@ def shells_step(
         half1=h[0],
         half2=h[1],
         anisotropic=anisotropic,
+        d_max=mb.d_max,
         b_target=b_target,
     )
     hdr = Volume.from_attrs({**volume, "path": src.path or halves[0]})
     write_outputs(ctx, hdr, res.map, (res.half1, res.half2) if res.half1 is not None else None)
-    text = format_anisotropy_summary(res)
+    from .kernels.mapb import b_sentence
+
+    text = format_anisotropy_summary(res) + "\n" + b_sentence(mb.b)
     sm = res.summary
     panels = [Panel("slices", "map", before=data, after=res.map)]
     if "s" in sm and "scale_axes" in sm:
@@ -268,10 +284,14 @@ def shells_step(
             ),
         )
     write_report(
-        ctx.extra, "sharpen.shells", panels, [("summary", line) for line in text.splitlines()]
+        ctx.extra,
+        "sharpen.shells",
+        panels,
+        [("summary", line) for line in text.splitlines()] + [("warning", w) for w in ctx.warnings],
     )
     (ctx.extra / "anisotropy.txt").write_text(text + "\n", encoding="utf-8")
     return {
+        "map_b": float(mb.b),
         "U": [float(u) for u in res.U],
         "summary_text": text,
         "b_axes": [float(b) for b in sm.get("b_axes", [])],
@@ -309,6 +329,10 @@ class SharpenShells(_HalfmapInputs):
         problems = self._halves_problems(required=False)
         if ref is not None:
             problems += resolution_problems("resolution", self.params.resolution, ref.pixel_size)
+            if not problems:
+                problems += fit_range_problems(
+                    "resolution", ref.shape, ref.pixel_size, self.params.resolution
+                )
         return problems
 
     def steps(self) -> list[Step]:
@@ -330,7 +354,8 @@ class SharpenShells(_HalfmapInputs):
         ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
-        return results.get("sharpen", {}).get("summary_text", "")
+        text = results.get("sharpen", {}).get("summary_text", "")
+        return "\n".join([text, *warning_lines(results)])
 
 
 # -- sharpen.local -------------------------------------------------------------------------------------
@@ -345,10 +370,12 @@ def local_step(
     step: int,
 ) -> dict:
     from .kernels.local import sharpen_local
+    from .kernels.mapb import b_sentence
 
     src = Volume.from_attrs(volume)
     h = [read(p) for p in halves] if halves else [None, None]
     data = read(src.path) if src.path else 0.5 * (h[0] + h[1])
+    mb = _map_b(ctx, data, src.pixel_size, resolution)
     res = sharpen_local(
         data,
         pixel_size=src.pixel_size,
@@ -358,6 +385,7 @@ def local_step(
         half1=h[0],
         half2=h[1],
         method=method,
+        d_max=mb.d_max,
     )
     write_outputs(
         ctx,
@@ -383,12 +411,16 @@ def local_step(
         ],
         [
             ("method", method),
+            ("B", b_sentence(mb.b, res.b_global)),
+            ("map B fit range", f"{mb.d_max:.3g}–{mb.d_min:.3g} Å ({mb.n_shells} shells)"),
             ("box / step", f"{res.box} / {res.step} px"),
-            ("global B", f"{res.b_global:.1f} Å²"),
-            ("local B range", f"{np.nanmin(bl):.1f} … {np.nanmax(bl):.1f} Å²"),
-        ],
+            ("local sharpening B range", f"{np.nanmin(bl):.1f} … {np.nanmax(bl):.1f} Å²"),
+        ]
+        + [("warning", w) for w in ctx.warnings],
     )
     return {
+        "map_b": float(mb.b),
+        "b_sharpen_applied": float(res.b_global),
         "b_global": float(res.b_global),
         "b_local_min": float(np.nanmin(bl)),
         "b_local_max": float(np.nanmax(bl)),
@@ -433,6 +465,10 @@ class SharpenLocal(_HalfmapInputs):
             ref = self._reference()
             problems += resolution_problems("resolution", self.params.resolution, ref.pixel_size)
             problems += self._box_problems(ref)
+            if not problems:
+                problems += fit_range_problems(
+                    "resolution", ref.shape, ref.pixel_size, self.params.resolution
+                )
         return problems
 
     def _box_problems(self, ref: Volume) -> list[str]:
@@ -468,11 +504,15 @@ class SharpenLocal(_HalfmapInputs):
         ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        from .kernels.mapb import b_sentence
+
         r = results.get("sharpen", {})
-        return (
-            f"{r.get('boxes')} boxes; local B {r.get('b_local_min', 0):.1f} … {r.get('b_local_max', 0):.1f} Å² "
-            f"(global {r.get('b_global', 0):.1f} Å²); report extra/report.html"
+        head = (
+            f"{b_sentence(r.get('map_b', float('nan')), r.get('b_global', 0))} (global); "
+            f"{r.get('boxes')} boxes, local sharpening B {r.get('b_local_min', 0):.1f} … "
+            f"{r.get('b_local_max', 0):.1f} Å²; report extra/report.html"
         )
+        return "\n".join([head, *warning_lines(results)])
 
 
 # -- analysis.local_resolution -----------------------------------------------------------------------------

@@ -124,21 +124,22 @@ def b_iso_to_d_cut_filter(
 ) -> np.ndarray:
     """The ``b_iso_to_d_cut`` filter as a function of ``s`` (1/Angstrom), float32.
 
-    With ``w`` = :func:`d_cut_weight` (w -> 1 at low resolution, 0.5 at ``d_cut``, -> 0
-    beyond):
+    The B is mixed inside the exponent: with ``w`` = :func:`d_cut_weight` (w -> 1 at low
+    resolution, 0.5 at ``d_cut``, -> 0 beyond),
 
-        filter(s) = w * exp(+b_sharpen s^2 / 4) + (1 - w) * exp(-b_blur_hires s^2 / 4)
+        b(s) = w * b_sharpen + (1 - w) * (b_sharpen - b_blur_hires)
+        filter(s) = exp(+b(s) s^2 / 4)
 
-    i.e. the sharpened data weighted by ``w`` plus the *purely blurred* data (the original
-    coefficients blurred by ``b_blur_hires``, not sharpened first) weighted by ``1 - w``.
-    At s = 0 the filter is 1.
+    so the data are sharpened by ``b_sharpen`` up to ``d_cut`` and by ``b_sharpen -
+    b_blur_hires`` (blurred when ``b_blur_hires > b_sharpen``) beyond, with the logistic
+    transition of steepness ``k_sharpen``. (Mixing the two filters linearly instead would
+    let the sharpened tail ``w exp(+b_sharpen s^2/4)`` survive past ``d_cut``.) At s = 0 the
+    filter is 1.
     """
     s = np.asarray(s, dtype=np.float32)
     w = d_cut_weight(s, d_cut=d_cut, k_sharpen=k_sharpen)
-    s2 = s * s
-    sharp = np.exp(np.float32(b_sharpen / 4.0) * s2)
-    blur = np.exp(np.float32(-b_blur_hires / 4.0) * s2)
-    return (w * sharp + (1.0 - w) * blur).astype(np.float32)
+    b = np.float32(b_sharpen) - (1.0 - w) * np.float32(b_blur_hires)
+    return np.exp(b * (s * s) / np.float32(4.0)).astype(np.float32)
 
 
 def sharpen_b_iso_to_d_cut(

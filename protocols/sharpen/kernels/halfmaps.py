@@ -15,7 +15,6 @@ import numpy as np
 from emforge.numerics import (
     MaskedFSC,
     amplitude_profile_rfft,
-    guinier_fit,
     irfftn,
     masked_fsc_corrected,
     raised_cosine,
@@ -115,18 +114,30 @@ def _finish(a, Fa, Fb, grid, fscres, b, gs2, glna, grange, gint, fs, fv, w, note
     )
 
 
-def _guinier(s, amp, d_max, d_min, notes):
-    """Fit; returns (B_fit, intercept) or (0, nan) with a note when the range is too short."""
+def _guinier(s, amp, d_max, d_min, notes, shape, px):
+    """Fit over the map-B fit range (:mod:`.mapb`, ``d_max`` 0 or None: its default) to
+    ``d_min``; returns ``(B_fit, intercept, (d_max, d_min))`` or ``(0, nan, range)`` with a note
+    when the box leaves too few shells. Notes also carry the fit's warnings."""
+    from .mapb import fit_map_b, map_b_fit_range
+
+    res = d_min if np.isfinite(d_min) else None
     try:
-        if not d_max > d_min:
-            raise ValueError("range")
-        return guinier_fit(s, amp, d_min=d_min, d_max=d_max)
-    except ValueError:
+        rng = map_b_fit_range(shape, pixel_size=px, resolution=res, d_max=d_max or None)
+        fit = fit_map_b(s, amp, d_min=rng[1], d_max=rng[0])
+    except ValueError as exc:
+        notes.append(f"no Guinier fit ({str(exc).removeprefix('resolution: ')}); B set to 0")
+        return 0.0, float("nan"), (float(d_max or 10.0), float(d_min))
+    notes.extend(fit.warnings)
+    return fit.b, fit.intercept, fit.fit_range
+
+
+def _nyquist_note(fscres, px, notes) -> None:
+    f = np.asarray(fscres.fsc_corrected)
+    if f.size and np.all(f[1:] >= fscres.threshold):
         notes.append(
-            f"no Guinier fit: resolution {d_min:.2f} A leaves no range below "
-            f"{d_max:.1f} A; B set to 0"
+            f"the FSC never falls below {fscres.threshold:g}: the resolution is limited by "
+            f"Nyquist ({2 * px:.3g} Å), not measured"
         )
-        return 0.0, float("nan")
 
 
 def sharpen_halfmaps(
@@ -136,7 +147,7 @@ def sharpen_halfmaps(
     pixel_size: float,
     mask=None,
     fsc_threshold: float = 0.143,
-    guinier_d_max: float = 10.0,
+    guinier_d_max: float = 0.0,
     lowpass: bool = True,
     b_override: float | None = None,
     rng=None,
@@ -161,7 +172,8 @@ def sharpen_halfmaps(
     pixel_size : float, Angstrom
     mask : ndarray, optional, same shape, soft mask in [0, 1]
     fsc_threshold : float, FSC criterion for the resolution (0.143)
-    guinier_d_max : float, low-resolution end of the Guinier fit in Angstrom (10)
+    guinier_d_max : float, low-resolution end of the Guinier fit in Angstrom (0: the map-B rule
+        of :mod:`.mapb`, max(10, 2 x resolution) widened to at least 5 shells)
     lowpass : bool, low-pass at the resolution (True)
     b_override : float, optional, B to apply instead of the fitted one (RELION sign)
     rng : numpy.random.Generator, optional, for phase randomisation (default seed 0)
@@ -180,7 +192,8 @@ def sharpen_halfmaps(
     with np.errstate(divide="ignore"):
         ln_amp = np.log(wamp)
     d_min = fscres.resolution
-    b_fit, intercept = _guinier(s, wamp, guinier_d_max, d_min, notes)
+    _nyquist_note(fscres, px, notes)
+    b_fit, intercept, grange = _guinier(s, wamp, guinier_d_max, d_min, notes, a.shape, px)
     b_applied = -b_fit if b_override is None else float(b_override)
     s_grid = spatial_frequency_rfft(a.shape, pixel_size=px)
     sh = shell_index_rfft(a.shape)
@@ -200,7 +213,7 @@ def sharpen_halfmaps(
         b_applied,
         s**2,
         ln_amp,
-        (guinier_d_max, d_min),
+        grange,
         intercept,
         s,
         curve,
@@ -216,7 +229,7 @@ def sharpen_halfmaps_phenix(
     pixel_size: float,
     mask=None,
     fsc_threshold: float = 0.143,
-    guinier_d_max: float = 10.0,
+    guinier_d_max: float = 0.0,
     b_target: float = 0.0,
     lowpass: bool = False,
     rng=None,
@@ -251,8 +264,9 @@ def sharpen_halfmaps_phenix(
     cc_star[0] = 1.0
     sig = cc_star * obs
     d_min = fscres.resolution
-    b_fit, intercept = _guinier(s, sig, guinier_d_max, d_min, notes)
-    s0 = 1.0 / guinier_d_max
+    _nyquist_note(fscres, px, notes)
+    b_fit, intercept, grange = _guinier(s, sig, guinier_d_max, d_min, notes, a.shape, px)
+    s0 = 1.0 / grange[0]
     if np.isfinite(intercept):
         e_hi = np.exp(intercept - b_fit * s0**2 / 4.0 - b_target * (s**2 - s0**2) / 4.0)
     else:
@@ -275,7 +289,7 @@ def sharpen_halfmaps_phenix(
         float(b_target - b_fit),
         s**2,
         ln_sig,
-        (guinier_d_max, d_min),
+        grange,
         intercept,
         s,
         scale,

@@ -63,9 +63,14 @@ def box_starts(n: int, box: int, step: int) -> np.ndarray:
     return np.arange(step - box, n, step, dtype=np.int64)
 
 
+def default_box(resolution: float, pixel_size: float) -> int:
+    """The automatic box: about 12 x resolution (voxels, even), clipped to 24..64."""
+    return int(np.clip(2 * round(6.0 * resolution / pixel_size), 24, 64))
+
+
 def _check_box(shape, box, step, resolution, px):
     if box is None:
-        box = int(np.clip(2 * round(6.0 * resolution / px), 24, 64))
+        box = default_box(resolution, px)
     box, step = int(box), int(box // 2 if step is None else step)
     if box < 8 or box % 2:
         raise ValueError(f"box: must be an even number of voxels >= 8, got {box}")

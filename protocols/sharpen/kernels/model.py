@@ -249,7 +249,7 @@ def sharpen_model(
     pixel_size: float,
     resolution: float,
     smooth_shells: int = 1,
-    d_low: float = 10.0,
+    d_low: float | None = None,
     d_extend: float = 1.2,
 ) -> ModelSharpenResult:
     """Phenix-style model sharpening: each shell of the map scaled to the model's amplitude x CC*.
@@ -275,6 +275,8 @@ def sharpen_model(
     resolution : float, Angstrom
     smooth_shells : int, half-width of the CC smoothing window in shells
     d_low : float, Angstrom; the model's amplitude profile is used at finer resolution
+        (default ``max(10, 3 x resolution)``: 10 Å for atomic-resolution maps, and a band of the
+        map's own signal for 20-40 Å maps)
     d_extend : float >= 1; data are kept to ``resolution / d_extend``
 
     Returns
@@ -291,6 +293,7 @@ def sharpen_model(
     d = check_resolution(resolution, px, "resolution")
     if not d_extend >= 1.0:
         raise ValueError(f"d_extend: must be >= 1, got {d_extend}")
+    d_low = max(10.0, 3.0 * d) if d_low is None else float(d_low)
     d_keep = max(d / float(d_extend), 2.0 * px)
     env = model_envelope(mm, pixel_size=px)
     Fa, Fm = rfftn(a), rfftn(mm)

@@ -56,7 +56,13 @@ def test_solvent_fraction_of_real_map(truth, average):
         assert estimate_solvent_fraction(m) == pytest.approx(0.93, abs=0.03)
 
 
-@pytest.mark.parametrize("method", ["adjusted_sa", "kurtosis"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "adjusted_sa",
+        "kurtosis",
+    ],
+)
 def test_auto_sharpen_improves_masked_correlation(
     method, average, truth, mask, pixel_size, masked_cc
 ):

@@ -60,9 +60,29 @@ def test_b_iso_to_d_cut_filter_definition():
     assert w[1] == pytest.approx(0.5, abs=1e-6)
     assert w[0] == pytest.approx(1.0) and w[2] == pytest.approx(1 / (1 + np.exp(5.0)), rel=1e-5)
     f = b_iso_to_d_cut_filter(s, b_sharpen=80.0, d_cut=3.5, b_blur_hires=200.0, k_sharpen=10.0)
-    expect = w * np.exp(80 * s**2 / 4) + (1 - w) * np.exp(-200 * s**2 / 4)
+    # the B is mixed inside the exponent: 80 up to d_cut, 80 - 200 beyond
+    expect = np.exp((w * 80.0 + (1 - w) * (80.0 - 200.0)) * s**2 / 4)
     assert np.allclose(f, expect, rtol=1e-5)
     assert b_iso_to_d_cut_filter(np.zeros(1), b_sharpen=80.0, d_cut=3.5)[0] == pytest.approx(1)
+
+
+def test_b_iso_to_d_cut_transfer_beyond_the_cutoff():
+    """A 2.9 A map blurred by B = 100 and sharpened by 100 to d_cut = 2.9: past the cutoff the
+    total transfer (blur x filter) must fall to that of sharpening by 100 - 200 = -100, not keep
+    the sharpened tail. At 2.5 A (w = 0.018) the tail of a linear mix of the two filters,
+    w exp(+100 s^2/4), alone would give a transfer of 0.018, 45x the 0.0004 of the B mix."""
+    d = np.array([10.0, 4.0, 2.9, 2.5, 2.2])
+    s = 1 / d
+    f = b_iso_to_d_cut_filter(s, b_sharpen=100.0, d_cut=2.9, b_blur_hires=200.0, k_sharpen=10.0)
+    transfer = np.exp(-100.0 * s**2 / 4) * f
+    assert transfer[0] == pytest.approx(1.0, abs=0.02)  # fully restored at low resolution
+    assert transfer[1] == pytest.approx(1.0, abs=0.01)
+    # beyond d_cut: within 20% of the blur-by-100 transfer exp(-200 s^2/4)
+    assert np.all(transfer[3:] <= 1.2 * np.exp(-200.0 * s[3:] ** 2 / 4))
+    assert transfer[3] < 1e-3
+    # and log-linear in B between the two regimes: ln f / (s^2/4) lies in [-100, 100]
+    b_eff = np.log(f) / (s**2 / 4)
+    assert np.all((b_eff >= -100.0 - 1e-3) & (b_eff <= 100.0 + 1e-3))
 
 
 def test_resolution_dependent_nodes_and_application(blurred, pixel_size):

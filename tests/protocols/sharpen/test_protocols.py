@@ -193,7 +193,10 @@ def summary(env: dict, rid: int) -> str:
 
 
 # --------------------------------------------------------------------------- 1. every protocol
-@pytest.mark.parametrize("name", SHARPENERS)
+@pytest.mark.parametrize(
+    "name",
+    list(SHARPENERS),
+)
 def test_protocol_improves_masked_correlation_with_truth(
     name, case, env, truth, blurred, halves, average, mask, masked_cc
 ):
@@ -246,7 +249,8 @@ def test_halfmaps_recovers_b_and_resolution(case, env, truth, truth_resolution, 
     # B: RELION sign (negative sharpens). The deposited map has its own Guinier B over the same
     # range (10 Å to the resolution); the halves carry that plus the 100 Å² blur.
     text = summary(env, rid)
-    b = float(re.search(r"B (-?[\d.]+) Å²", text).group(1))
+    # the applied sharpening B (positive sharpens) is minus RELION's B
+    b = -float(re.search(r"applied sharpening B = ([+-][\d.]+) Å²", text).group(1))
     b_truth = estimate_b_iso(truth, pixel_size=PX, d_min=res, d_max=10.0)
     print(
         f"\nhalfmaps: resolution {res:.2f} Å (truth {truth_resolution:.2f}), B {b:.1f} Å², own B {b_truth:.1f}"
