@@ -259,6 +259,20 @@ def _shielded() -> Iterator[None]:
 
 
 @contextmanager
+def _committed(conn: Connection, trans) -> Iterator[None]:
+    """Commit ``trans`` when the body succeeds, roll it back when it raises; close ``conn``."""
+    try:
+        yield
+        trans.commit()
+    except BaseException:
+        if trans.is_active:
+            trans.rollback()
+        raise
+    finally:
+        conn.close()
+
+
+@contextmanager
 def write(engine: Engine, *, retries: int = 8) -> Iterator[Connection]:
     """One short write transaction (``BEGIN IMMEDIATE``), committed on success.
 
@@ -285,15 +299,8 @@ def _write(engine: Engine, *, retries: int) -> Iterator[Connection]:
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
             continue
         break
-    try:
+    with _committed(conn, trans):
         yield conn
-        trans.commit()
-    except BaseException:
-        if trans.is_active:
-            trans.rollback()
-        raise
-    finally:
-        conn.close()
 
 
 def full_disk_error(exc: Exception) -> bool:
@@ -336,15 +343,8 @@ def _read(engine: Engine) -> Iterator[Connection]:
             )
         conn = fallback.connect()
         trans = conn.begin()
-    try:
+    with _committed(conn, trans):
         yield conn
-        trans.commit()
-    except BaseException:
-        if trans.is_active:
-            trans.rollback()
-        raise
-    finally:
-        conn.close()
 
 
 #: columns added after schema version 1 shipped, added in place when a project opens
