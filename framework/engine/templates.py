@@ -167,33 +167,43 @@ def _resolve(value: Any, runs: dict[str, int]) -> Any:
     return value
 
 
-def _fresh_match(
-    project: Project, node: TemplateNode, inputs: dict[str, Any], registry: Any
-) -> int | None:
+def _node_runs(
+    project: Project,
+    node: TemplateNode,
+    inputs: dict[str, Any],
+    registry: Any,
+    statuses: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Runs of exactly this node (protocol, params as stored, inputs) in ``statuses``, newest
+    first; none when the node's params do not parse."""
     info = protocol_info(node.protocol, registry)
     parsed, problems = parse_params(info.cls, node.params)
     if problems or parsed is None:
-        return None
-    wanted_params = canonical_json(stored_params(project, info.cls, params_dict(parsed)))
-    wanted_inputs = canonical_json(inputs)
+        return []
+    r = db.runs.c
     with db.read(project.engine) as conn:
-        candidates = (
-            conn.execute(
-                select(db.runs.c.id)
-                .where(
-                    (db.runs.c.protocol_id == info.cls.id)
-                    & (db.runs.c.status == "finished")
-                    & (db.runs.c.params_json == wanted_params)
-                    & (db.runs.c.inputs_json == wanted_inputs)
+        rows = conn.execute(
+            select(db.runs)
+            .where(
+                (r.protocol_id == info.cls.id)
+                & r.status.in_(statuses)
+                & (
+                    r.params_json
+                    == canonical_json(stored_params(project, info.cls, params_dict(parsed)))
                 )
-                .order_by(db.runs.c.id.desc())
+                & (r.inputs_json == canonical_json(inputs))
             )
-            .scalars()
-            .all()
-        )
-    for rid in candidates:
-        if why(project, rid, registry=registry).state == "FRESH":
-            return rid
+            .order_by(r.id.desc())
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def _fresh_match(
+    project: Project, node: TemplateNode, inputs: dict[str, Any], registry: Any
+) -> int | None:
+    for row in _node_runs(project, node, inputs, registry, ("finished",)):
+        if why(project, row["id"], registry=registry).state == "FRESH":
+            return int(row["id"])
     return None
 
 
@@ -271,25 +281,9 @@ def _resumable_match(
     """The latest aborted or interrupted run of exactly this node, to resume instead of adding one."""
     from .claims import effective_status
 
-    info = protocol_info(node.protocol, registry)
-    parsed, problems = parse_params(info.cls, node.params)
-    if problems or parsed is None:
-        return None
-    r = db.runs.c
-    with db.read(project.engine) as conn:
-        rows = conn.execute(
-            select(db.runs)
-            .where(
-                (r.protocol_id == info.cls.id)
-                & r.status.in_(("aborted", "running"))
-                & (r.params_json == canonical_json(params_dict(parsed)))
-                & (r.inputs_json == canonical_json(inputs))
-            )
-            .order_by(r.id.desc())
-        ).mappings()
-        for row in rows:
-            if effective_status(dict(row)) in ("aborted", "interrupted"):
-                return int(row["id"])
+    for row in _node_runs(project, node, inputs, registry, ("aborted", "running")):
+        if effective_status(row) in ("aborted", "interrupted"):
+            return int(row["id"])
     return None
 
 
