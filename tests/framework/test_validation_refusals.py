@@ -58,13 +58,13 @@ def _blob(n: int = 24, seed: int = 0) -> np.ndarray:
     return np.exp(-(x * x + y * y + z * z) / 20.0) + 0.01 * rng.normal(size=(n, n, n))
 
 
-@pytest.fixture
-def imported(project, tmp_path, capsys):
-    """Run 1: a map with two (different) half maps; run 2: a mask of the same grid."""
+def _import_map_and_mask(project, tmp_path, capsys, *, mask_px: float = PX) -> Project:
+    """Run 1: a map with two (different) half maps; run 2: a mask of the same box whose pixel
+    size is ``mask_px``."""
     m = _map(tmp_path, "map.mrc", _blob())
     h1 = _map(tmp_path, "h1.mrc", _blob(seed=1))
     h2 = _map(tmp_path, "h2.mrc", _blob(seed=2))
-    mask = _map(tmp_path, "mask.mrc", (_blob() > 0.3).astype(np.float32))
+    mask = _map(tmp_path, "mask.mrc", (_blob() > 0.3).astype(np.float32), px=mask_px)
     ok(
         capsys,
         project,
@@ -79,6 +79,12 @@ def imported(project, tmp_path, capsys):
     )
     ok(capsys, project, "run", "import.mask", "-p", f"path={mask}")
     return project
+
+
+@pytest.fixture
+def imported(project, tmp_path, capsys):
+    """Run 1: a map with two (different) half maps; run 2: a mask of the same grid."""
+    return _import_map_and_mask(project, tmp_path, capsys)
 
 
 # --------------------------------------------------------------------------- 13: params
@@ -236,23 +242,7 @@ def test_identical_half_maps_are_refused(project, tmp_path, capsys):
 
 
 def test_pixel_size_of_a_mask_is_checked_by_every_protocol(project, tmp_path, capsys):
-    m = _map(tmp_path, "map.mrc", _blob())
-    h1 = _map(tmp_path, "h1.mrc", _blob(seed=1))
-    h2 = _map(tmp_path, "h2.mrc", _blob(seed=2))
-    mask = _map(tmp_path, "mask.mrc", (_blob() > 0.3).astype(np.float32), px=PX * 1.5)
-    ok(
-        capsys,
-        project,
-        "run",
-        "import.volume",
-        "-p",
-        f"path={m}",
-        "-p",
-        f"half1={h1}",
-        "-p",
-        f"half2={h2}",
-    )
-    ok(capsys, project, "run", "import.mask", "-p", f"path={mask}")
+    _import_map_and_mask(project, tmp_path, capsys, mask_px=PX * 1.5)
     for argv in (
         ["masks.volumes", "-i", "volume=1.volume", "-i", "mask=2.mask", "-p", "source=mask"],
         ["sharpen.halfmaps", "-i", "volume=1.volume", "-i", "mask=2.mask"],
