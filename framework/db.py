@@ -347,20 +347,28 @@ def _read(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+#: tables added after schema version 1 shipped, created when a project opens
+_ADDED_TABLES = (step_files,)
+
 #: columns added after schema version 1 shipped, added in place when a project opens
 _ADDED_COLUMNS = {"runs": {"pid_start": "TEXT"}}
 
 
 def upgrade(engine: Engine) -> None:
-    """Add the columns a project made by an older emforge lacks (a no-op when none is)."""
+    """Add the tables and columns a project made by an older emforge lacks (a no-op when
+    none is missing)."""
     with read(engine) as conn:  # works on a full disk too (see read)
         have = {
             t: {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({t})")}
             for t in _ADDED_COLUMNS
         }
-    if all(set(cols) <= have[t] for t, cols in _ADDED_COLUMNS.items()):
+        tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+    added_tables = [t for t in _ADDED_TABLES if t.name not in tables]
+    if not added_tables and all(set(cols) <= have[t] for t, cols in _ADDED_COLUMNS.items()):
         return
     with write(engine) as conn:  # re-read under the write lock: another process may have added them
+        for table in added_tables:
+            table.create(conn, checkfirst=True)
         for table, cols in _ADDED_COLUMNS.items():
             present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
             for name, sqltype in cols.items():

@@ -35,7 +35,7 @@ from .executors import Executor, WorkerDied, make_executor
 from .keys import canonical_json, step_keys, toposort
 from .protocol import Step
 from .runs import LoadedRun, check_sources, load_run
-from .verify import damaged_files, ensure_table, record_files, remove_leftovers
+from .verify import damaged_files, record_files, remove_leftovers
 
 __all__ = ["execute_run", "effective_status", "RunAborted", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -437,7 +437,6 @@ def execute_run(
     keys = step_keys(
         cls.id, str(cls.version), params, {**loaded.current_versions, **external}, steps
     )
-    ensure_table(project.engine)
     now = time.time()
     with db.write(project.engine) as conn:
         before = claim_run(

@@ -26,15 +26,10 @@ from sqlalchemy.exc import OperationalError
 from .. import db
 from .. import paths as _paths
 
-__all__ = ["record_files", "damaged_files", "remove_leftovers", "ensure_table"]
+__all__ = ["record_files", "damaged_files", "remove_leftovers"]
 
 #: the hidden temporary name of :func:`emforge.io.atomic_target`
 _ATOMIC_TMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
-
-
-def ensure_table(engine: Any) -> None:
-    """Create ``step_files`` in a project made before it existed (the engine calls this)."""
-    db.step_files.create(engine, checkfirst=True)
 
 
 def _paths_of(registrations: Iterable[dict[str, Any]]) -> list[str]:

@@ -69,6 +69,24 @@ def test_open_existing_project(project: Project) -> None:
     assert [o["id"] for o in again.list_objects()] == [s.id]
 
 
+def test_open_adds_what_an_older_project_lacks(project: Project) -> None:
+    """A project made before ``step_files`` and ``runs.pid_start`` existed gains both on
+    opening (and the engine can record a step's files in it)."""
+    con = sqlite3.connect(project.db_path)
+    con.execute("DROP TABLE step_files")
+    con.execute("ALTER TABLE runs DROP COLUMN pid_start")
+    con.commit()
+    con.close()
+    Project.open(project.path)
+    con = sqlite3.connect(project.db_path)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+    finally:
+        con.close()
+    assert "step_files" in tables and "pid_start" in columns
+
+
 def test_open_a_folder_that_is_not_a_project(tmp_path: Path) -> None:
     with pytest.raises(ProjectError) as exc:
         Project.open(tmp_path)
