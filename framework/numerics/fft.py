@@ -1,5 +1,5 @@
-"""Real-to-complex FFTs: scipy.fft for the first transforms of a shape, measured pyFFTW plans
-for shapes that repeat, FFTW wisdom kept between processes.
+"""FFTs through pyFFTW plans: cheap (estimated) plans for new shapes, measured plans for shapes
+that repeat often or have wisdom from an earlier process; scipy.fft as the fallback.
 
 Every FFT in emforge goes through :func:`rfftn` / :func:`irfftn` (real data) or :func:`fftn` /
 :func:`ifftn` (complex data) so that the thread setting and the planning policy are the same
@@ -24,21 +24,26 @@ work, OpenMP's spinning threads made ``threads=2`` up to 10x *slower* than 1 (10
 2.5 ms quiet, 15-60 ms under a load of 5 on 2 cores), so importing this module sets
 ``OMP_WAIT_POLICY=PASSIVE`` in the environment unless it is already set.
 
-Planning (which library answers a call)
----------------------------------------
-Measuring an FFTW plan (``FFTW_MEASURE``) costs 0.3-8 s per shape, more than a one-off map
-needs, while a measured plan is only 1.4-1.8x faster than :func:`scipy.fft.rfftn` at
-100-128^3 and no faster at 160-256^3. So, per problem (kind, shape, dtype, axes, threads):
+Planning (which plan answers a call)
+------------------------------------
+Measuring an FFTW plan (``FFTW_MEASURE``) costs 0.4-1.5 s per shape on one thread (7-47 times
+a :func:`scipy.fft.rfftn` of that shape; more with threads), more than a one-off map needs,
+while an ``FFTW_ESTIMATE`` plan costs milliseconds and ran 1.3-2.4x faster than scipy.fft and
+as fast as the measured plan at 64^3-128^3 (one thread). So, per problem (kind, shape, dtype,
+axes, threads):
 
 1. a plan already made in this process answers;
 2. else, when FFTW wisdom from an earlier process (the cache file below) holds a measured plan
-   for the problem, that plan is made from the wisdom alone (milliseconds) and answers;
-3. else the first ``$EMFORGE_FFTW_MEASURE_AFTER - 1`` calls (default 3: two calls) are answered
-   by :mod:`scipy.fft` with ``workers=threads``, and the next one measures a plan.
+   for the problem, that plan is made from the wisdom alone (milliseconds);
+3. else an ``FFTW_ESTIMATE`` plan answers (scipy.fft for problems of 2^22 elements or more,
+   about 161^3: from 160^3 up measured FFTW plans were no faster than scipy.fft, and an
+   estimated one was slower at 256^3), and at the ``$EMFORGE_FFTW_MEASURE_AFTER``-th call of
+   the problem (default 64, about where measuring pays for itself) a measured plan replaces
+   it, which the wisdom cache keeps for later processes.
 
 ``planner_effort=`` (or ``$EMFORGE_FFTW_EFFORT``) asks for a plan of that effort at the first
-call. When pyFFTW is not importable, or making a plan fails, scipy.fft answers.
-:func:`path_counts` says how many calls each path answered.
+call. When pyFFTW is not importable, or making a plan fails, :mod:`scipy.fft` answers with
+``workers=threads``. :func:`path_counts` says how many calls each path answered.
 
 Wisdom cache
 ------------
@@ -101,9 +106,10 @@ __all__ = [
 _EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 _MAX_PLANS = 64
 _PLANS: dict[tuple, _Plan] = {}
-_SEEN: dict[tuple, int] = {}  # calls per problem not yet answered by a plan
+_SEEN: dict[tuple, int] = {}  # calls of large problems answered by scipy.fft so far
+_LARGE = 1 << 22  # elements (~161^3): from here scipy.fft answers until a shape repeats
 _CACHE_LOCK = threading.Lock()
-_COUNTS = {"scipy": 0, "plan": 0, "wisdom": 0, "measured": 0}
+_COUNTS = {"scipy": 0, "estimate": 0, "plan": 0, "wisdom": 0, "measured": 0}
 _WISDOM = {"loaded": False, "imported": False, "new_plans": 0, "atexit": False}
 _force_scipy = False
 
@@ -124,7 +130,7 @@ def default_threads() -> int:
 
 def _measure_after() -> int:
     env = os.environ.get("EMFORGE_FFTW_MEASURE_AFTER", "")
-    return max(1, int(env)) if env.strip().isdigit() else 3
+    return max(1, int(env)) if env.strip().isdigit() else 64
 
 
 def _effort(planner_effort: str | None) -> str | None:
@@ -201,6 +207,8 @@ class _Plan:
         self.scale = out_dtype.type(1.0 / n) if backward else None
         self.copy_in = kind == "c2r"
         self.threads = threads
+        self.provisional = False  # an FFTW_ESTIMATE plan made by the default policy
+        self.calls = 1
         self.lock = threading.Lock()
 
     def _direct(self, x: np.ndarray) -> bool:
@@ -243,27 +251,47 @@ def _make_plan(key: tuple, flags: tuple[str, ...]) -> _Plan:
     return _Plan(kind, shape, dt, shape, dt, axes, threads, flags)
 
 
+def _new_plan(key: tuple, effort: str | None) -> tuple[_Plan | None, str]:
+    """A plan for a problem without one in this process, and how it was made; None when
+    scipy.fft should answer (large problems until they repeat)."""
+    _load_wisdom_cache()
+    if effort is not None:
+        return _make_plan(key, (effort,)), "measured" if effort != _EFFORTS[0] else "estimate"
+    if _WISDOM["imported"]:
+        with contextlib.suppress(RuntimeError):  # FFTW: no wisdom for this problem
+            return _make_plan(key, ("FFTW_MEASURE", "FFTW_WISDOM_ONLY")), "wisdom"
+    if _measure_after() <= 1:
+        return _make_plan(key, ("FFTW_MEASURE",)), "measured"
+    if int(np.prod(key[1])) >= _LARGE:  # scipy.fft is as fast as FFTW here: no plan yet
+        return None, "scipy"
+    plan = _make_plan(key, ("FFTW_ESTIMATE",))
+    plan.provisional = True
+    return plan, "estimate"
+
+
 def _get_plan(key: tuple, effort: str | None) -> _Plan | None:
-    """The cached or new plan for ``key``, or None when scipy.fft should answer this call."""
+    """The cached plan for ``key``, or a new one, or None (scipy.fft answers). A provisional
+    (estimated) plan, or scipy for a large problem, is replaced by a measured plan at the
+    problem's ``$EMFORGE_FFTW_MEASURE_AFTER``-th call."""
     with _CACHE_LOCK:
         hit = _PLANS.get(key)
-    if hit is not None:
+    if hit is not None and not hit.provisional:
         _COUNTS["plan"] += 1
         return hit
-    _load_wisdom_cache()
-    plan, source = None, "measured"
-    if effort is not None:
-        plan = _make_plan(key, (effort,))
+    if hit is not None:
+        hit.calls += 1
+        if hit.calls < _measure_after():
+            _COUNTS["estimate"] += 1
+            return hit
+        plan, source = _make_plan(key, ("FFTW_MEASURE",)), "measured"
     else:
-        if _WISDOM["imported"] and key not in _SEEN:
-            with contextlib.suppress(RuntimeError):  # FFTW: no wisdom for this problem
-                plan, source = _make_plan(key, ("FFTW_MEASURE", "FFTW_WISDOM_ONLY")), "wisdom"
+        plan, source = _new_plan(key, effort)
         if plan is None:
             with _CACHE_LOCK:
                 seen = _SEEN[key] = _SEEN.get(key, 0) + 1
             if seen < _measure_after():
                 return None
-            plan = _make_plan(key, ("FFTW_MEASURE",))
+            plan, source = _make_plan(key, ("FFTW_MEASURE",)), "measured"
     if source == "measured":
         _WISDOM["new_plans"] += 1
         if not _WISDOM["atexit"]:
@@ -271,10 +299,11 @@ def _get_plan(key: tuple, effort: str | None) -> _Plan | None:
             atexit.register(save_wisdom_cache)
     _COUNTS[source] += 1
     with _CACHE_LOCK:
-        _SEEN.pop(key, None)
-        if len(_PLANS) >= _MAX_PLANS:
+        if key not in _PLANS and len(_PLANS) >= _MAX_PLANS:
             _PLANS.pop(next(iter(_PLANS)))
-        return _PLANS.setdefault(key, plan)
+        _PLANS[key] = plan
+        _SEEN.pop(key, None)
+    return plan
 
 
 def _planned(kind, x, axes, threads, real_shape, effort) -> np.ndarray | None:
@@ -411,8 +440,9 @@ def plan_cache_size() -> int:
 
 
 def path_counts() -> dict[str, int]:
-    """Calls answered so far by each path: ``scipy`` (no plan yet), ``plan`` (a cached plan),
-    ``wisdom`` (a plan made from loaded wisdom), ``measured`` (a plan measured now)."""
+    """Calls answered so far by each path: ``estimate`` (an FFTW_ESTIMATE plan, new or
+    cached), ``plan`` (a cached measured plan), ``wisdom`` (a plan made from loaded wisdom),
+    ``measured`` (a plan measured for this call), ``scipy`` (no pyFFTW, or planning failed)."""
     return dict(_COUNTS)
 
 

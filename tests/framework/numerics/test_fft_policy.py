@@ -1,5 +1,6 @@
-"""Which path answers an FFT (scipy.fft first, a measured plan when a shape repeats, a plan from
-wisdom of an earlier process), the thread setting, and the wisdom cache file."""
+"""Which path answers an FFT (an estimated plan first, scipy.fft first for large problems, a
+measured plan when a problem repeats, a plan from wisdom of an earlier process), the thread
+setting, and the wisdom cache file."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def fresh(monkeypatch, tmp_path):
     """No plans, no call counts, no wisdom file from the user's cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("EMFORGE_FFTW_EFFORT", raising=False)
-    monkeypatch.delenv("EMFORGE_FFTW_MEASURE_AFTER", raising=False)
+    monkeypatch.setenv("EMFORGE_FFTW_MEASURE_AFTER", "3")
     monkeypatch.setitem(fft._WISDOM, "loaded", True)
     monkeypatch.setitem(fft._WISDOM, "imported", False)
     fft.clear_plan_cache()
@@ -33,8 +34,29 @@ def fresh(monkeypatch, tmp_path):
     fft.clear_plan_cache()
 
 
+def _paths(n, call):
+    """The path that answered each of ``n`` calls of ``call``."""
+    out = []
+    for _ in range(n):
+        before = fft.path_counts()
+        call()
+        after = fft.path_counts()
+        out.append(next(k for k in after if after[k] != before[k]))
+    return out
+
+
 @needs_pyfftw
-def test_first_calls_scipy_then_measured_then_cached_all_equal_numpy(fresh):
+def test_large_problems_start_with_scipy_then_measured(fresh, monkeypatch):
+    monkeypatch.setattr(fft, "_LARGE", 1000)
+    a = np.random.default_rng(5).standard_normal((12, 10, 14)).astype(np.float32)
+    ref = np.fft.rfftn(a.astype(np.float64))
+    got = []
+    assert _paths(4, lambda: got.append(fft.rfftn(a))) == ["scipy", "scipy", "measured", "plan"]
+    assert all(g.dtype == np.complex64 and _close(g, ref) for g in got)
+
+
+@needs_pyfftw
+def test_first_calls_estimated_then_measured_then_cached_all_equal_numpy(fresh):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((3, 26, 22, 20)).astype(np.float32)  # a shape no other test uses
     ref = np.fft.rfftn(a.astype(np.float64), axes=(1, 2, 3))
@@ -47,7 +69,7 @@ def test_first_calls_scipy_then_measured_then_cached_all_equal_numpy(fresh):
         assert f.dtype == np.complex64 and _close(f, ref)
         back = fft.irfftn(f, shape=a.shape, axes=(1, 2, 3))
         assert back.dtype == np.float32 and float(np.abs(back - a).max()) < 1e-5
-    assert paths == ["scipy", "scipy", "measured", "plan"]
+    assert paths == ["estimate", "estimate", "measured", "plan"]
     assert fft.plan_cache_size() == 2  # one r2c and one c2r plan
 
 
@@ -81,6 +103,7 @@ def test_complex_fftn_matches_numpy(fresh):
 
 def test_thread_setting_reaches_scipy_and_plans(fresh, monkeypatch):
     monkeypatch.setenv("EMFORGE_FFT_THREADS", "1")
+    monkeypatch.setattr(fft, "_LARGE", 1000)  # scipy answers the first two calls
     assert fft.default_threads() == 1
     seen = []
     real = fft._sfft.rfftn
@@ -106,6 +129,7 @@ def test_local_sharpening_box_ffts_honour_the_thread_setting(fresh, monkeypatch)
     from emforge.protocols.sharpen.kernels import local
 
     monkeypatch.setenv("EMFORGE_FFT_THREADS", "1")
+    monkeypatch.setattr(fft, "_force_scipy", True)
     seen = []
     real = fft._sfft.rfftn
     monkeypatch.setattr(
@@ -114,6 +138,10 @@ def test_local_sharpening_box_ffts_honour_the_thread_setting(fresh, monkeypatch)
     boxes = np.random.default_rng(3).standard_normal((2, 16, 16, 16)).astype(np.float32)
     f = local._rfft_boxes(boxes)
     assert seen == [1]
+    monkeypatch.setattr(fft, "_force_scipy", False)
+    if fft.backend() == "pyfftw":
+        assert _close(local._rfft_boxes(boxes), f)
+        assert {k[4] for k in fft._PLANS if k[1] == boxes.shape} == {1}
     assert _close(f, np.fft.rfftn(boxes.astype(np.float64), axes=(1, 2, 3)))
     assert float(np.abs(local._irfft_boxes(f, 16) - boxes).max()) < 1e-5
 
@@ -153,9 +181,9 @@ def test_wisdom_written_at_exit_and_used_by_a_fresh_process(tmp_path):
     assert cache.is_file()
     second = _child(tmp_path)  # default policy: the plan comes from the wisdom at once
     assert second["ok"] and second["counts"]["wisdom"] == 1
-    assert second["counts"]["scipy"] == 0 and second["counts"]["measured"] == 0
+    assert sum(second["counts"].values()) == 1
     off = _child(tmp_path, EMFORGE_FFTW_WISDOM="0")  # the cache turned off: not read
-    assert off["ok"] and off["counts"] == {"scipy": 1, "plan": 0, "wisdom": 0, "measured": 0}
+    assert off["ok"] and off["counts"]["estimate"] == 1 and sum(off["counts"].values()) == 1
 
 
 @needs_pyfftw
