@@ -147,10 +147,11 @@ def test_local_sharpening_box_ffts_honour_the_thread_setting(fresh, monkeypatch)
 
 
 CHILD = """
-import json, sys, warnings
+import json, os, sys, warnings
 import numpy as np
 from emforge.numerics import fft
-a = np.random.default_rng(4).standard_normal((30, 28, 26)).astype(np.float32)
+shape = tuple(int(n) for n in os.environ.get("TEST_SHAPE", "30,28,26").split(","))
+a = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
     f = fft.rfftn(a)
@@ -199,3 +200,12 @@ def test_corrupt_wisdom_file_is_ignored_with_a_warning(tmp_path):
     cache.write_bytes(b"\xff\xfe garbage")
     with pytest.warns(RuntimeWarning, match="ignored"):
         assert fft.import_wisdom(cache) is False
+
+
+@needs_pyfftw
+def test_wisdom_of_two_processes_is_merged_in_the_cache(tmp_path):
+    for shape in ("30,28,26", "18,20,22"):
+        assert _child(tmp_path, EMFORGE_FFTW_MEASURE_AFTER="1", TEST_SHAPE=shape)["ok"]
+    for shape in ("30,28,26", "18,20,22"):  # the second save kept the first one's plan
+        res = _child(tmp_path, TEST_SHAPE=shape)
+        assert res["ok"] and res["counts"]["wisdom"] == 1, (shape, res)
