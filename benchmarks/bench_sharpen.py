@@ -456,7 +456,8 @@ def main() -> None:
                     notes.append(
                         f"emforge {name} {mode} FAILED: {type(exc).__name__}: {str(exc)[:300]}"
                     )
-                    rows.append((name, mode, *["failed"] * 10, "-", "NO"))
+                    print(f"  {notes[-1]}", flush=True)
+                    rows.append((name, mode, *["failed"] * (len(HEADER) - 4), "-", "NO"))
                     continue
                 if peer is not None and "error" in peer:
                     notes.append(f"cctbx {name} {mode}: {peer['error']}")
