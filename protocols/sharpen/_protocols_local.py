@@ -300,19 +300,24 @@ def shells_step(
 
 class SharpenShells(_HalfmapInputs):
     id = "sharpen.shells"
-    version = "1"
+    version = "2"
     label = "Shell sharpening with anisotropic correction"
     help = (
         "Fit and remove the overall anisotropic fall-off (U), estimate per direction the anisotropy of the "
         "signal and of the errors (from half maps, or the noise floor), and scale each coefficient by the "
-        "expected signal factor 1/(1+E²)."
+        "expected signal factor 1/(1+E²); beyond 10 Å the signal is scaled to a reference protein spectrum "
+        "(conventions.md)."
     )
 
     class Params(ProtocolParams):
         resolution: float = param(0.0, "Map resolution", unit="Å", section="Sharpening", gt=0)
         anisotropic: bool = param(True, "Correct the anisotropic fall-off", section="Sharpening")
         b_target: float = param(
-            0.0, "Overall B of the output", unit="Å²", section="Sharpening", level=Level.ADVANCED
+            0.0,
+            "Overall B of the output relative to the reference protein spectrum",
+            unit="Å²",
+            section="Sharpening",
+            level=Level.ADVANCED,
         )
 
     inputs = {
