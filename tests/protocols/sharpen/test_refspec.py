@@ -61,9 +61,7 @@ def test_shipped_table_is_what_the_model_gives():
     got = protein_spectrum_from_models([_need(TABLE_MODEL)])
     np.testing.assert_allclose(got, PROTEIN_LN_AMPLITUDE, atol=2e-3)
     # the regeneration script's output module holds the same numbers
-    table = runpy.run_path(
-        str(REPO / "protocols" / "sharpen" / "kernels" / "_protein_spectrum.py")
-    )
+    table = runpy.run_path(str(REPO / "protocols" / "sharpen" / "kernels" / "_protein_spectrum.py"))
     assert table["PROTEIN_S"] == PROTEIN_S
 
 
