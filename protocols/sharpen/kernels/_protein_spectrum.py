@@ -1,5 +1,5 @@
 """Reference protein spectrum table (see :mod:`.refspec`), written by
-``tools/make_protein_spectrum.py``; do not edit by hand."""
+``python -m emforge.protocols.sharpen.kernels.refspec``; do not edit by hand."""
 
 SOURCE = "ln rms amplitude per shell, B = 0, protein atoms of 5ni1_updated.cif"
 

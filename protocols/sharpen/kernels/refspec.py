@@ -10,7 +10,7 @@ amplitude per Fourier shell of the density of an atomic model with every atomic 
 with gemmi's electron (Mott-Bethe) form factors (:func:`.model.model_map`), normalised to 0 at
 10 Å, from 100 Å to 1.5 Å (``s`` in 1/Å). The shipped table is computed from PDB 5NI1
 (haemoglobin, protein atoms only, no waters or ligands) in a 160³ box at 0.7 Å/px by
-``tools/make_protein_spectrum.py MODEL [MODEL ...]``, which rewrites the table module
+``python -m emforge.protocols.sharpen.kernels.refspec MODEL [MODEL ...]``, which rewrites the table module
 (``_protein_spectrum.py``); several models are averaged in ``ln A``. Below 10 Å the
 curve describes that molecule's shape and box rather than proteins in general; the kernels use
 it only beyond 10 Å.
@@ -155,7 +155,7 @@ def protein_spectrum_from_models(
 
 def table_module_text(paths) -> str:
     """The source of ``_protein_spectrum.py`` for the models ``paths`` (the table of
-    :func:`protein_spectrum_from_models`); written by ``tools/make_protein_spectrum.py``."""
+    :func:`protein_spectrum_from_models`); written by ``python -m emforge.protocols.sharpen.kernels.refspec``."""
     ln_a = protein_spectrum_from_models(paths)
     names = ", ".join(Path(p).name for p in paths)
 
@@ -164,8 +164,31 @@ def table_module_text(paths) -> str:
 
     return (
         '"""Reference protein spectrum table (see :mod:`.refspec`), written by\n'
-        '``tools/make_protein_spectrum.py``; do not edit by hand."""\n\n'
+        '``python -m emforge.protocols.sharpen.kernels.refspec``; do not edit by hand."""\n\n'
         f'SOURCE = "ln rms amplitude per shell, B = 0, protein atoms of {names}"\n\n'
         f"PROTEIN_S = (\n{rows(TABLE_S)}\n)\n\n"
         f"PROTEIN_LN_AMPLITUDE = (\n{rows(ln_a)}\n)\n"
     )
+
+
+def main(argv: list[str]) -> int:
+    """Rewrite the shipped table from MODEL files (default: the 5NI1 model of the shared test
+    data, the one the table was computed from); ``python -m`` this module."""
+    import sys
+
+    table = Path(__file__).with_name("_protein_spectrum.py")
+    default = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "models"
+    paths = [Path(a) for a in argv] or [(default / "5ni1_updated.cif").resolve()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"refspec: model file not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    table.write_text(table_module_text(paths), encoding="utf-8")
+    print(f"wrote {table} from {', '.join(p.name for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

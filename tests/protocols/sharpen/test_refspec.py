@@ -57,7 +57,7 @@ def _need(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_shipped_table_is_what_the_model_gives():
-    """Recompute the table from 5NI1 (as tools/make_protein_spectrum.py does) and compare."""
+    """Recompute the table from 5NI1 (as ``python -m emforge.protocols.sharpen.kernels.refspec`` does) and compare."""
     got = protein_spectrum_from_models([_need(TABLE_MODEL)])
     np.testing.assert_allclose(got, PROTEIN_LN_AMPLITUDE, atol=2e-3)
     # the regeneration script's output module holds the same numbers
