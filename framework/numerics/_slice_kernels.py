@@ -190,14 +190,15 @@ def _splat_gauss(grid, h, px, py, pz, v, w, owner, nown, gx, gy):
 
 @njit(parallel=True, cache=True)
 def insert_slices(
-    img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half, gauss, nown, grid
+    img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half, gauss, premult, nown, grid
 ):
     """Insert image spectra ``img`` (N, n, n//2+1) into ``grid`` (2, M, M, M//2+1, 3) float32
     (real part, imaginary part, weight interleaved, so that one voxel is one memory access),
     one copy per matrix of ``sym`` (S, 3, 3): pose A @ S^T.
 
-    Each pixel adds ``weights[n] * ctf * F`` to the data and ``weights[n] * ctf^2`` to the weight
-    of half ``half[n]`` (0 or 1), trilinearly (``gauss`` False) or with EMAN2's Gaussian
+    Each pixel adds ``weights[n] * ctf * F`` (``weights[n] * F`` when ``premult``: images that
+    already carry their CTF) to the data and ``weights[n] * ctf^2`` to the weight of half
+    ``half[n]`` (0 or 1), trilinearly (``gauss`` False) or with EMAN2's Gaussian
     kernel. ``phase_*`` are the (conjugate) centring/shift ramps. The kernel is race-free:
     thread t of T writes only the z planes with ``z % T == t``. The x = 0 plane is not made
     Hermitian here (the caller does that once at the end). ``nown`` is the number of threads.
@@ -233,7 +234,8 @@ def insert_slices(
                             continue
                         c = ctf[ci, iy, ix] if has_ctf else np.float32(1.0)
                         wc = np.float32(w0 * c)
-                        v = img[n, iy, ix] * (phase_y[n, iy] * phase_x[n, ix]) * wc
+                        v = img[n, iy, ix] * (phase_y[n, iy] * phase_x[n, ix])
+                        v = v * (np.float32(w0) if premult else wc)
                         w = wc * c
                         px = ax * ix + bx * ky
                         py = ay * ix + by * ky
