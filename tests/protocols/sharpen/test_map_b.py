@@ -203,10 +203,10 @@ def test_flat_auto_sharpen_score_keeps_the_smallest_change():
 
     b_sharpen = np.linspace(110.0, -290.0, 21)  # b_iso -100 ... 300 for a map B of 10
     flat = 3.0 + 0.01 * np.sin(np.arange(21))  # spread 0.02: 0.7% of the score
-    i, note = _pick_best(flat, b_sharpen, 0.02)
+    i, note = _pick_best(flat, b_sharpen)
     assert b_sharpen[i] == pytest.approx(10.0) and "flat auto-sharpen score" in note
     peaked = 3.0 - 0.002 * (np.arange(21) - 4) ** 2  # a real optimum at b_sharpen 30
-    i, note = _pick_best(peaked, b_sharpen, 0.02)
+    i, note = _pick_best(peaked, b_sharpen)
     assert b_sharpen[i] == pytest.approx(30.0) and note == ""
 
 
