@@ -74,7 +74,7 @@ def test_stack_stats_merge_matches_numpy():
     st.add_constant(2.0, 5)
     allv = np.concatenate([*parts, np.full(5, 2.0, np.float32)]).astype(np.float64)
     assert st.count == allv.size and (st.min, st.max) == (allv.min(), allv.max())
-    assert st.mean == pytest.approx(allv.mean(), rel=1e-9)
+    assert st.mean == pytest.approx(allv.mean(), rel=1e-6)  # float32 sums per image
     assert st.rms == pytest.approx(allv.std(), rel=1e-6)
 
 
