@@ -58,10 +58,9 @@ from _common import (  # noqa: E402
     wait_quiet,
     warm,
 )
-from bench_masks_kernels import automask_256, synthetic_blob_map  # noqa: E402
 
 from emforge.io import StackWriter  # noqa: E402
-from emforge.protocols.masks._protocols import CHUNK_BYTES, mask_stack_file  # noqa: E402
+from emforge.protocols.masks._stream import CHUNK_BYTES, mask_stack_file  # noqa: E402
 from emforge.protocols.masks.kernels import apply_mask, make_mask, mask_volume  # noqa: E402
 
 MB = 2**20
@@ -235,6 +234,8 @@ def _spread(values: list[float], unit: str = "s", fmt: str = ".3f") -> str:
 
 def automask_protocol_cold(repeats: int = 5, params: dict | None = None) -> dict:
     """``automask.auto3d`` on a 256³ map, each repeat in a fresh Python process."""
+    from bench_masks_kernels import synthetic_blob_map
+
     from emforge.io import write_volume
     from emforge.project import Project
 
@@ -276,6 +277,8 @@ def automask_protocol_cold(repeats: int = 5, params: dict | None = None) -> dict
 
 
 def bench_automask(repeats: int = 5) -> list[tuple[str, str, str, str]]:
+    from bench_masks_kernels import automask_256
+
     fixed = automask_256(3)
     cold = automask_protocol_cold(repeats)
     loads = sorted(cold["load"])
