@@ -26,7 +26,8 @@ Rules: ``docs/benchmarks.md`` (helpers in ``benchmarks/_common.py``).
    median / max of ``--automask-repeats`` (default 5). Target: <= 1.5 s.
 
 Run: ``python benchmarks/bench_masks.py [--images 50000] [--small 10000] [--box 128]
-[--tmp /tmp] [--repeats 5] [--skip-stream] [--skip-automask] [--automask-repeats 5]``. The
+[--tmp /tmp] [--repeats 5] [--skip-stream] [--skip-automask] [--automask-repeats 5]
+[--wait 120]``. The
 stacks are written in a temporary folder under ``--tmp`` (free space is checked first) and
 deleted afterwards. Not part of the test suite.
 """
@@ -315,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--skip-automask", action="store_true")
     ap.add_argument("--automask-repeats", type=int, default=5)
+    ap.add_argument("--wait", type=float, default=120.0, help="seconds to wait for load < 1.5")
     args = ap.parse_args(argv)
     print(f"bench_masks: {machine()}", flush=True)
-    wait_quiet()
+    wait_quiet(timeout=args.wait)
     print("\n(1) masks in memory, warm\n" + bench_kernels(args.repeats), flush=True)
     if not args.skip_stream:
         sizes = sorted({args.small, args.images})
