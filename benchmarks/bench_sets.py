@@ -57,13 +57,18 @@ READ = [
 EXTRA = ["rlnGroupNumber", "rlnAutopickFigureOfMerit"]
 
 
-def particles(n: int, per_mic: int = 50, extra: bool = False) -> dict[str, np.ndarray]:
-    """``n`` particles, ``per_mic`` per micrograph (and per stack), as a picker extracts them."""
+def particles(
+    n: int, per_mic: int = 50, extra: bool = False, root: str = "/data/project"
+) -> dict[str, np.ndarray]:
+    """``n`` particles, ``per_mic`` per micrograph (and per stack), as a picker extracts them.
+
+    Stack paths are absolute, inside the project folder ``root`` (how reads return them).
+    """
     rng = np.random.default_rng(1)
     mic = np.arange(n) // per_mic
     cols = {
         "image_path": np.array(
-            [f"Runs/000002/extra/mic_{m:06d}_particles.mrcs" for m in mic], dtype=object
+            [f"{root}/Runs/000002/extra/mic_{m:06d}_particles.mrcs" for m in mic], dtype=object
         ),
         "image_index": np.arange(n) % per_mic,
         "pixel_size": np.full(n, 1.05),
@@ -98,11 +103,11 @@ def cold_write_read(n: int, per_mic: int, extra: bool, out_path: str) -> None:
     """One cold repeat (run in a fresh process): write the set, read it back, check, record."""
     from emforge.project import Project
 
-    cols = particles(n, per_mic, extra)
     names = READ + (EXTRA if extra else [])
     with tempfile.TemporaryDirectory() as tmp:
         proj = Project.init(Path(tmp) / "p")
-        proj.create_set("SetOfParticles", particles(10, per_mic, extra))  # imports, untimed
+        cols = particles(n, per_mic, extra, str(proj.path))
+        proj.create_set("SetOfParticles", particles(10, per_mic, extra, str(proj.path)))
         s, write_s, write_cpu = _timed(lambda: proj.create_set("SetOfParticles", cols))
         back, read_s, read_cpu = _timed(lambda: s.read(*names))
         for k in back:
@@ -127,11 +132,11 @@ def emforge_cold(n: int, per_mic: int, extra: bool, repeats: int) -> tuple[Stats
 
 
 def emforge_warm(n: int, per_mic: int, repeats: int) -> tuple[Stats, Stats]:
-    cols = particles(n, per_mic)
-    with tempfile.TemporaryDirectory() as tmp:
-        from emforge.project import Project
+    from emforge.project import Project
 
+    with tempfile.TemporaryDirectory() as tmp:
         proj = Project.init(Path(tmp) / "p")
+        cols = particles(n, per_mic, root=str(proj.path))
         made = []
         write = warm(lambda: made.append(proj.create_set("SetOfParticles", cols)), repeats)
         read = warm(lambda: made[-1].read(*READ), repeats)
