@@ -11,6 +11,7 @@ once they are on disk, and fsyncs once at the end before the atomic rename. See
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import errno
@@ -32,7 +33,9 @@ __all__ = ["StackReader", "StackWriter", "open_stack"]
 #: largest scratch buffer a read or a statistic uses (bytes)
 SCRATCH_BYTES = 4 << 20
 #: bytes written between two write-back windows of :class:`StackWriter`
-WRITEBACK_BYTES = 32 << 20
+WRITEBACK_BYTES = 16 << 20
+#: write-back windows in flight before the writer waits for the oldest (dirty pages bounded)
+WRITEBACK_WINDOWS = 4
 
 
 # --------------------------------------------------------------------------- page cache
@@ -146,6 +149,8 @@ class StackReader:
         self._direct = self._dtype == np.dtype("=f4") and not self._swap
         self._scratch: np.ndarray | None = None
         self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        if self._drop and hasattr(os, "posix_fadvise"):  # one pass: a larger read-ahead
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -412,7 +417,8 @@ class StackWriter:
         self._seen = np.zeros(self.shape[0], bool)
         self._restat = False
         self._scratch: np.ndarray | None = None
-        self._synced = self._started = _HEADER_BYTES  # write-back: done up to / begun up to
+        self._started = _HEADER_BYTES  # write-back begun up to this byte
+        self._windows: collections.deque[tuple[int, int]] = collections.deque()  # in flight
         self._end = _HEADER_BYTES  # highest byte written
         try:
             self._fd = os.open(
@@ -470,13 +476,17 @@ class StackWriter:
         self._stats.add_block(values, self._scratch)
 
     def _advance_writeback(self) -> None:
-        """Finish the previous write-back window, drop it from the cache, start the next."""
+        """Start writing the newest window to disk; once more than :data:`WRITEBACK_WINDOWS`
+        are in flight, wait for the oldest and drop it from the page cache."""
         fd = self._fd
-        _writeback(fd, self._synced, self._started - self._synced, wait=True)
-        _drop_cache(fd, self._synced, self._started - self._synced)
-        self._synced = self._started
-        _writeback(fd, self._started, self._end - self._started, wait=False)
+        window = (self._started, self._end - self._started)
+        _writeback(fd, *window, wait=False)
+        self._windows.append(window)
         self._started = self._end
+        while len(self._windows) > WRITEBACK_WINDOWS:
+            done = self._windows.popleft()
+            _writeback(fd, *done, wait=True)
+            _drop_cache(fd, *done)
 
     def _recount(self) -> StackStats:
         """Statistics of the whole temporary file, read back in blocks (rare path)."""

@@ -14,6 +14,8 @@ __all__ = ["CHUNK_BYTES", "mask_stack_file"]
 
 #: bytes of float32 images read, masked and written at a time by :func:`mask_stack_file`
 CHUNK_BYTES = 4 << 20
+#: source stacks kept open at a time by :func:`mask_stack_file` (least recently used closed)
+OPEN_STACKS = 64
 
 
 def mask_stack_file(
@@ -69,8 +71,12 @@ def _read_block(readers: dict, open_stack, srcs: list[str], idx, block: np.ndarr
     idx = np.asarray(idx)
     paths = list(dict.fromkeys(srcs))
     for path in paths:
-        if path not in readers:
+        if path in readers:
+            readers[path] = readers.pop(path)  # most recently used last
+        else:
             readers[path] = open_stack(path, drop_cache=True)
+    while len(readers) > max(OPEN_STACKS, len(paths)):  # a set from thousands of stacks
+        readers.pop(next(iter(readers))).close()
     if len(paths) == 1:  # one source stack: read straight into the block
         readers[paths[0]].read_into(idx, block)
         return

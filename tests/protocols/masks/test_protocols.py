@@ -470,10 +470,16 @@ def test_mask_stack_file_peak_rss_does_not_grow_with_the_stack(tmp_path):
     assert hwm[n_big] < 250, hwm  # the interpreter, numpy and emforge: never the stack
 
 
+@pytest.mark.parametrize("open_stacks", [1, 64])  # 1: a stack closed and reopened per chunk
 @pytest.mark.parametrize("chunk", [1, 3, 10, 37, 100])  # 37 images: tails of 1, 7, 7, 0, 37
-def test_mask_stack_file_any_chunk_gives_the_masked_stack(tmp_path, chunk):
+def test_mask_stack_file_any_chunk_gives_the_masked_stack(
+    tmp_path, chunk, open_stacks, monkeypatch
+):
     from emforge.io import StackWriter
+    from emforge.protocols.masks import _stream
     from emforge.protocols.masks._protocols import mask_stack_file
+
+    monkeypatch.setattr(_stream, "OPEN_STACKS", open_stacks)
 
     rng = np.random.default_rng(11)
     a = rng.normal(3, 1, (20, 12, 12)).astype(np.float32)
