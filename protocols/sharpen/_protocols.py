@@ -599,12 +599,13 @@ def halfmaps_step(
 
 class SharpenHalfmaps(Protocol):
     id = "sharpen.halfmaps"
-    version = "1"
+    version = "2"
     label = "Half-map sharpening (RELION postprocess, Phenix half-map)"
     help = (
         "Masked FSC with phase-randomisation correction, resolution at FSC 0.143, FSC weighting, Guinier B "
         "fitted from 10 Å to the resolution and applied, optional low-pass (RELION); or per-shell "
-        "CC* × expected/observed scaling (Phenix)."
+        "CC* × expected/observed scaling (Phenix), the expected amplitude beyond 10 Å following a reference "
+        "protein spectrum (conventions.md)."
     )
     citations = (
         "Chen S. et al. (2013) High-resolution noise substitution to measure overfitting and validate "
