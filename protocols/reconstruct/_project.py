@@ -32,11 +32,13 @@ _BLOCK = 256
 
 def orientations(mode: str, *, delta: float, symmetry: str, inc_mirror: bool, n: int, seed: int):
     """Pose matrices (N, 3, 3) for :class:`ProjectVolume`'s params."""
-    from emforge.numerics import eman_orientations, random_rotations
+    from emforge.numerics import eman_orientations, eman_to_matrix, random_rotations
 
     if mode == "random":
         return random_rotations(n, seed=seed)
-    return eman_orientations(symmetry, delta, inc_mirror=inc_mirror)
+    return eman_to_matrix(
+        eman_orientations(symmetry, delta, inc_mirror=inc_mirror).astype(np.float64)
+    )
 
 
 def project_step(
