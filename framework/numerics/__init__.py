@@ -85,6 +85,7 @@ _WHERE = {
     "finish_reconstruction": "reconstruction",
     "insert_images": "reconstruction",
     "reconstruct_fourier": "reconstruction",
+    "fsc_wiener_constant": "reconstruction",
     "refine_2d": "refine2d",
     "axis_angle_to_matrix": "rotations",
     "eman_to_euler_zyz": "rotations",
@@ -216,4 +217,5 @@ __all__ = [
     "finish_reconstruction",
     "insert_images",
     "reconstruct_fourier",
+    "fsc_wiener_constant",
 ]

@@ -48,9 +48,13 @@ __all__ = [
     "insert_images",
     "finish_reconstruction",
     "reconstruct_fourier",
+    "fsc_wiener_constant",
 ]
 
 _KERNELS = ("trilinear", "gauss")
+#: extra memory (bytes) the inserter may take for private per-thread grids; above it, the
+#: threads share one grid by z planes (each walks every pixel: slower, no extra memory)
+SPLIT_GRID_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ def insert_images(
     pixel_size: float | None = None,
     weights=None,
     ctf=None,
+    ctf_premultiplied: bool = False,
     subset=None,
     symmetry=None,
     pad: float = 2.0,
@@ -174,6 +179,10 @@ def insert_images(
     pixel_size : float, optional, Angstrom per pixel
     weights : ndarray (N,), optional, per-image weight (default 1; 0 leaves an image out)
     ctf : ndarray (N or 1, n, n//2+1), optional, the images' CTF on their rfft half-grid
+    ctf_premultiplied : bool
+        The images already carry their CTF (RELION's ``rlnCtfDataAreCtfPremultiplied``, Warp's
+        sub-tilt stacks): the data get ``w * F`` instead of ``w * CTF * F``; the weights are
+        ``w * CTF^2`` either way. Needs ``ctf``.
     subset : ndarray (N,) of 1 or 2, optional
         Half of each image (as ``rlnRandomSubset``); default even indices 1, odd 2 (EMAN2's
         even/odd split).
@@ -199,17 +208,27 @@ def insert_images(
     half = _halves(subset, count)
     sym = _symmetry(symmetry)
     c = _ctf_array(ctf, count, n)
+    if ctf_premultiplied and ctf is None:
+        raise ValueError("ctf_premultiplied: needs the images' ctf")
     m = padded_size(n, pad)
     r = n / 2.0 if max_radius is None else float(max_radius)
     if not r >= 0:
         raise ValueError(f"max_radius: must be >= 0, got {max_radius}")
     py, px = phase_ramps(n, count, shifts, pixel_size=pixel_size, sign=1.0)
     spec = _fft.rfftn(imgs, axes=(-2, -1), threads=threads)
-    grid = np.zeros((2, m, m, m // 2 + 1, 3), dtype=np.float32)
     gauss = kernel == "gauss"
-    _k.insert_slices(
-        spec, rot, sym, m / n, r * r, py, px, c, w, half, gauss, _k.num_threads(), grid
-    )
+    args = (spec, rot, sym, m / n, r * r, py, px, c, w, half, gauss, bool(ctf_premultiplied))
+    nt = _k.num_threads()
+    grid_bytes = 2 * m * m * (m // 2 + 1) * 3 * 4
+    grid = np.zeros((2, m, m, m // 2 + 1, 3), np.float32)
+    if nt > 1 and count >= 2 * nt and (nt - 1) * grid_bytes <= SPLIT_GRID_BYTES:
+        extra = np.zeros((nt - 1, *grid.shape), np.float32)
+        _k.insert_slices_split(*args, grid, extra)
+        for e in extra:
+            grid += e
+        del extra
+    else:
+        _k.insert_slices(*args, nt, grid)
     cnt = (int(np.sum((half == 0) & (w != 0))), int(np.sum((half == 1) & (w != 0))))
     return FourierAccumulator(grid, n, m, kernel, cnt)
 
@@ -322,6 +341,7 @@ def reconstruct_fourier(
     pixel_size: float | None = None,
     weights=None,
     ctf=None,
+    ctf_premultiplied: bool = False,
     subset=None,
     symmetry=None,
     pad: float = 2.0,
@@ -338,10 +358,46 @@ def reconstruct_fourier(
     """
     acc = insert_images(
         images, rotations, shifts=shifts, pixel_size=pixel_size, weights=weights, ctf=ctf,
-        subset=subset, symmetry=symmetry, pad=pad, kernel=kernel, max_radius=max_radius,
+        ctf_premultiplied=ctf_premultiplied, subset=subset, symmetry=symmetry, pad=pad, kernel=kernel, max_radius=max_radius,
         threads=threads,
     )  # fmt: skip
     return finish_reconstruction(
         acc, wiener_constant=wiener_constant, pixel_size=pixel_size,
         gridding_correction=gridding_correction, threads=threads,
     )  # fmt: skip
+
+
+def fsc_wiener_constant(acc: FourierAccumulator, fsc, *, fudge: float = 1.0) -> np.ndarray:
+    """Per-shell Wiener constants from the half-map FSC (RELION's regularisation, tau2_fudge).
+
+    Each shell's constant is its mean inserted weight divided by the signal-to-noise ratio of
+    the full map, ``SNR = fudge * F' / (1 - F')`` with ``F' = 2 F / (1 + F)`` the FSC of the
+    full map predicted from the half-map FSC ``F``: strong shells are barely damped, shells
+    without signal are filtered away.
+
+    Parameters
+    ----------
+    acc : FourierAccumulator
+    fsc : ndarray (n//2+1,) half-map FSC per shell of the n-box (e.g. ``Reconstruction.fsc``)
+    fudge : float > 0, multiplies the SNR (RELION's ``--tau2_fudge``; > 1 sharpens)
+
+    Returns
+    -------
+    ndarray float64 (n//2+1,), for ``finish_reconstruction(wiener_constant=...)``
+    """
+    if not isinstance(acc, FourierAccumulator):
+        raise ValueError("acc: must be a FourierAccumulator from insert_images")
+    n, m = acc.box, acc.padded_box
+    f = np.asarray(fsc, dtype=np.float64).reshape(-1)
+    if f.size != n // 2 + 1 or not np.all(np.isfinite(f)):
+        raise ValueError(f"fsc: need {n // 2 + 1} finite values (one per shell), got {f.size}")
+    if not fudge > 0:
+        raise ValueError(f"fudge: must be > 0, got {fudge}")
+    _, shell_of, _ = _shell_grid(m)
+    shell = np.minimum(np.rint(shell_of * n / m).astype(np.int64), n // 2).ravel()
+    total = acc.weight.sum(axis=0).ravel().astype(np.float64)
+    mean_w = np.bincount(shell, total, n // 2 + 1) / np.maximum(
+        np.bincount(shell, None, n // 2 + 1), 1
+    )
+    full = np.clip(2 * f / (1 + np.clip(f, 0, None)), 1e-3, 0.999)
+    return mean_w / (fudge * full / (1 - full))
