@@ -194,10 +194,17 @@ def cold_command(
     threads: int | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    before: Callable[[], object] | None = None,
 ) -> Stats:
-    """Run a command ``repeats`` times, each a fresh process with fresh empty caches."""
+    """Run a command ``repeats`` times, each a fresh process with fresh empty caches.
+
+    ``before`` (untimed) runs before each repeat: e.g. delete the last output, flush dirty
+    pages and drop the input from the page cache, so every repeat starts from the same state.
+    """
     stats = Stats(label or " ".join(map(str, argv)))
     for _ in range(check_repeats(repeats)):
+        if before is not None:
+            before()
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
             sample, _ = _spawn(argv, cold_env(tmp, threads, env), cwd)
         stats.samples.append(sample)
@@ -226,16 +233,20 @@ def cold_call(
     label: str | None = None,
     threads: int | None = None,
     env: Mapping[str, str] | None = None,
+    before: Callable[[], object] | None = None,
 ) -> Stats:
     """Call the module-level function ``fn(*args)`` (JSON-able args) in a fresh process per repeat.
 
     ``wall`` is the whole process (interpreter, imports, the call); ``inner_wall`` the call alone.
+    ``before`` runs untimed before each repeat, as in :func:`cold_command`.
     """
     where, name = _target(fn)
     payload = json.dumps({"where": where, "name": name, "args": list(args), "root": str(ROOT)})
     argv = [sys.executable, "-c", _CHILD, payload]
     stats = Stats(label or name)
     for _ in range(check_repeats(repeats)):
+        if before is not None:
+            before()
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
             sample, text = _spawn(argv, cold_env(tmp, threads, env), None)
         line = [ln for ln in text.splitlines() if ln.startswith(_RESULT_TAG)][-1]
@@ -288,17 +299,55 @@ def warm(
     return stats
 
 
-def copy_baseline(src: str | os.PathLike[str], repeats: int = MIN_REPEATS) -> Stats:
-    """Streaming baseline: ``cp`` of the same bytes to a new file next to it, cold processes."""
+def drop_file_cache(*paths: str | os.PathLike[str]) -> None:
+    """Flush all dirty pages (``sync``), then drop the files' pages from the page cache.
+
+    Before each repeat of a streaming benchmark: the last repeat's unflushed output must not
+    slow the next one, and every repeat reads its input from the disk, not from memory.
+    """
+    os.sync()
+    for path in paths:
+        if Path(path).exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def copy_baseline(
+    src: str | os.PathLike[str],
+    repeats: int = MIN_REPEATS,
+    *,
+    fsync: bool = False,
+    before: Callable[[], object] | None = None,
+) -> Stats:
+    """Streaming baseline: ``cp`` of the same bytes to a new file next to it, cold processes.
+
+    The copy is deleted before each repeat (a new file every time, as a writer makes). With
+    ``fsync`` the process also flushes the copy to disk (``cp`` then coreutils ``sync FILE``):
+    the like-for-like baseline of a writer that fsyncs before it renames. ``before`` runs
+    untimed before each repeat, after the copy is deleted (e.g. :func:`drop_file_cache`).
+    """
     dst = f"{src}.bench-copy"
+
+    def reset() -> None:
+        Path(dst).unlink(missing_ok=True)
+        if before is not None:
+            before()
+
     try:
-        if shutil.which("cp"):
-            return cold_command(["cp", str(src), dst], repeats, label="cp (same bytes)")
-        return cold_command(
-            [sys.executable, "-c", "import shutil,sys; shutil.copyfile(*sys.argv[1:])", src, dst],
-            repeats,
-            label="shutil.copyfile (same bytes)",
-        )
+        if shutil.which("cp") and (not fsync or shutil.which("sync")):
+            script = 'cp "$1" "$2" && sync "$2"' if fsync else 'cp "$1" "$2"'
+            argv = ["sh", "-c", script, "sh", str(src), dst]
+            label = "cp + sync (same bytes)" if fsync else "cp (same bytes)"
+        else:
+            code = "import os, shutil, sys; shutil.copyfile(*sys.argv[1:3])"
+            if fsync:
+                code += "; fd = os.open(sys.argv[2], os.O_RDONLY); os.fsync(fd)"
+            argv = [sys.executable, "-c", code, str(src), dst]
+            label = "shutil.copyfile" + (" + fsync" if fsync else "") + " (same bytes)"
+        return cold_command(argv, repeats, label=label, before=reset)
     finally:
         Path(dst).unlink(missing_ok=True)
 

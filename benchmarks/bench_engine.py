@@ -4,8 +4,11 @@ Scipion, in one run, with ratios.
     python benchmarks/bench_engine.py [--no-scipion] [--repeats 5]
 
 emforge uses the example plugin's ``example.sleep`` (installed with the test extras):
-``seconds=0, n_steps=1`` is the trivial protocol; ``seconds=1, n_steps=4`` on 2 workers the
-parallel case. "In-process" runs the engine in this process (``Project.run``); "detached"
+``seconds=0, n_steps=1, register_output=true`` is the trivial protocol (one step that registers
+one output, as Scipion's ``BenchTrivial`` does); ``seconds=1, n_steps=4`` on 2 workers the
+parallel case. Warm: repeated calls in this process after an untimed first one; cold: each
+repeat a fresh Python process that opens the project and runs the protocol (whole process
+and the run alone). ≥ 5 repeats, min / median / max, CPU, peak RSS and the load are printed. "In-process" runs the engine in this process (``Project.run``); "detached"
 records the run and starts ``python -m emforge.engine.launch`` in a new session, as
 ``emforge run --detach`` does, and polls the database until the run is finished.
 Targets (issue 3): ≤ 0.3 s in-process, ≤ 1 s detached, ≤ 2.3 s for the parallel case.
@@ -20,17 +23,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import check_repeats, machine, scipion, table, wait_quiet, warm
+from _common import check_repeats, cold_call, machine, scipion, table, wait_quiet, warm
 
 from emforge.engine import create_run
 from emforge.engine.runs import run_row
 from emforge.project import Project
 
+TRIVIAL = {"seconds": 0.0, "n_steps": 1, "register_output": True}
+
 
 def inprocess(proj: Project, params: dict, workers: int = 2) -> float:
     t0 = time.perf_counter()
-    proj.run("example.sleep", params=params, workers=workers)
-    return time.perf_counter() - t0
+    rid = proj.run("example.sleep", params=params, workers=workers)
+    elapsed = time.perf_counter() - t0
+    if params.get("register_output"):
+        assert proj.outputs(rid)["record"].values == (0.0,), "the trivial run registers its output"
+    return elapsed
+
+
+def cold_trivial(project: str) -> None:
+    """Open the project and run the trivial protocol (a fresh process per call: cold)."""
+    inprocess(Project.open(project), TRIVIAL)
 
 
 def detached(proj: Project, params: dict, workers: int = 2) -> float:
@@ -66,11 +79,12 @@ def main() -> None:
     n = check_repeats(args.repeats)
     quiet, _ = wait_quiet(timeout=60)
     print(f"bench_engine: {machine()}")
-    trivial = {"seconds": 0.0, "n_steps": 1}
+    trivial = TRIVIAL
     parallel = {"seconds": 1.0, "n_steps": 4}
     with tempfile.TemporaryDirectory() as tmp:
         proj = Project.init(Path(tmp) / "p")
         # warm: imports paid by the untimed first call, as a long-lived session would be
+        cold = cold_call(cold_trivial, str(proj.path), repeats=n, label="in-process, cold")
         stats = {
             "in-process": warm(lambda: inprocess(proj, trivial), n),
             "detached": warm(lambda: detached(proj, trivial), n),
@@ -83,7 +97,12 @@ def main() -> None:
         }
     ours = {case: s.median for case, s in stats.items()}
     for case, s in stats.items():
-        print(f"  {case}: {s.summary()}")
+        print(f"  {case} (warm): {s.summary()}")
+    inner = sorted(x.inner_wall for x in cold.samples)
+    print(
+        f"  in-process (cold, fresh process each): whole process {cold.summary()}; the run alone "
+        f"{inner[0]:.3f} / {inner[len(inner) // 2]:.3f} / {inner[-1]:.3f} s"
+    )
     peer: dict[str, float | None] = {}
     if not args.no_scipion:
         a = scipion("engine_inproc")

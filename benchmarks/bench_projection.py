@@ -17,10 +17,13 @@ before and after, and the peak RSS of this process at the end.
 Accuracy: correlation of Fourier-slice projections with real-space (cubic spline) line
 integrals for 3 views, and the FSC with the truth of the round trip (project, then insert).
 
-PEER SIDE: torch-projectors 0.13.1 and ASPIRE belong in :func:`run_peers` (their own venvs,
-see benchmarks/peers/README.md; torch-projectors needs a ~9 min build from its sdist). Until
-then the table compares with the figures the design notes record for torch-projectors on this
-kind of machine (project 0.26-0.45 s, back-project 1.0-2.5 s), marked as not from this run.
+Peer: torch-projectors 0.13.1 (``benchmarks/peers/torchproj_side.py``) in its own venv
+(``TORCHPROJ_BUILD``: a ~9 min build from its sdist against torch 2.13.0 CPU), the same map,
+poses, padding and threads (``torch.set_num_threads`` = numba's), each mode in a fresh process:
+its cold column is that process's first call, like ours. Its back-projection pads the images
+(its grid has the images' size) and finishes one map without gridding correction; ours makes
+the map and both halves. Without the venv the table falls back to the design notes' figures
+(project 0.26-0.45 s, back-project 1.0-2.5 s), marked as such. ASPIRE is not run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import ROOT, machine, table
@@ -131,11 +135,48 @@ def run_emforge(n: int, views: int, repeats: int, pad: float) -> dict:
     return res
 
 
-def run_peers(n: int, views: int, repeats: int, pad: float) -> dict:
-    """PEER SIDE (to do): run torch-projectors and ASPIRE on the same map, poses and threads
-    in their own venvs and return ``{"torch-projectors": {"project": s, "backproject": s,
-    "proj_cc": cc}, ...}``. Nothing is built now."""
-    return {}
+TORCHPROJ_BUILD = (
+    "python3 -m venv benchmarks/.envs/torchproj && benchmarks/.envs/torchproj/bin/pip install "
+    "torch==2.13.0 numpy scipy pybind11 ninja wheel setuptools && MAX_JOBS=2 "
+    "benchmarks/.envs/torchproj/bin/pip install --no-build-isolation --no-binary "
+    "torch-projectors torch-projectors==0.13.1"
+)
+TORCHPROJ_PY = Path(ROOT) / "benchmarks" / ".envs" / "torchproj" / "bin" / "python"
+
+
+def run_peers(n: int, views: int, repeats: int, pad: float, threads: int) -> dict:
+    """torch-projectors on the same map, poses, padding and threads, each mode in a fresh
+    process of its own venv (built by ``TORCHPROJ_BUILD``, ~9 min; skipped when absent).
+    Returns ``{"torch-projectors": {step: timings, "proj_cc": cc, "fsc_min_08": f}}``."""
+    if not TORCHPROJ_PY.exists():
+        print(f"peers: torch-projectors venv missing; build it with:\n  {TORCHPROJ_BUILD}")
+        return {}
+    vol = synthetic_blob_map(n, seed=1)
+    rots = Rotation.random(views, random_state=2).as_matrix()
+    side = Path(ROOT) / "benchmarks" / "peers" / "torchproj_side.py"
+    res: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/map.npy", vol)
+        np.save(f"{tmp}/rot.npy", rots)
+        common = ["--map", f"{tmp}/map.npy", "--rotations", f"{tmp}/rot.npy", "--pad",
+                  str(pad), "--threads", str(threads), "--repeats", str(repeats)]  # fmt: skip
+        for mode, extra in (("project", []), ("backproject", ["--images", f"{tmp}/proj.npy"])):
+            out = subprocess.run(
+                [str(TORCHPROJ_PY), str(side), mode, *common, *extra, "--out", f"{tmp}/{mode}.npy"],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            )  # fmt: skip
+            res.update(json.loads(out.stdout.strip().splitlines()[-1]))
+            if mode == "project":
+                imgs = np.load(f"{tmp}/project.npy")
+                np.save(f"{tmp}/proj.npy", imgs)
+                ref = project_real_space(vol, rots[:3])
+                res["proj_cc"] = min(
+                    float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+                    for a, b in zip(imgs[:3], ref, strict=True)
+                )
+        _, f = fsc(np.load(f"{tmp}/backproject.npy"), vol, pixel_size=1.0)
+        res["fsc_min_08"] = float(f[1 : int(0.8 * n // 2) + 1].min())
+    return {"torch-projectors": res}
 
 
 def main(argv=None) -> int:
@@ -158,7 +199,9 @@ def main(argv=None) -> int:
     )
     comp = None if a.no_compile else compile_times()
     r = run_emforge(a.n, a.views, a.repeats, a.pad)
-    peers = run_peers(a.n, a.views, a.repeats, a.pad)
+    import numba as _nb
+
+    peers = run_peers(a.n, a.views, a.repeats, a.pad, _nb.get_num_threads())
     rows = []
     for key, label in (
         ("prepare", "prepare map (pad, gridding, FFT)"),
@@ -169,9 +212,14 @@ def main(argv=None) -> int:
         ("backproject", "back-project (total)"),
     ):
         t = r[key]
-        peer = RECORDED_PEER.get(key)
-        ratio = f"{t['median'] / peer[0]:.2f}-{t['median'] / peer[1]:.2f}" if peer else ""
-        peer_s = f"{peer[0]}-{peer[1]} (design notes)" if peer else ""
+        tp = peers.get("torch-projectors", {}).get(key)
+        if tp:
+            peer_s = f"{tp['cold']:.3f} / {tp['min']:.3f} / {tp['median']:.3f} / {tp['max']:.3f}"
+            ratio = f"{t['median'] / tp['median']:.2f} (cold {t['cold'] / tp['cold']:.2f})"
+        else:
+            peer = RECORDED_PEER.get(key)
+            ratio = f"{t['median'] / peer[0]:.2f}-{t['median'] / peer[1]:.2f}" if peer else ""
+            peer_s = f"{peer[0]}-{peer[1]} (design notes)" if peer else ""
         rows.append(
             (
                 label,
@@ -194,7 +242,7 @@ def main(argv=None) -> int:
                 "median s",
                 "max s",
                 "cpu s",
-                "torch-projectors s",
+                "torch-projectors cold/min/med/max s",
                 "ours/peer",
             ),
         )
@@ -207,8 +255,13 @@ def main(argv=None) -> int:
         print(f"first call in a fresh process: empty numba cache project {e['project']:.2f} s, reconstruct {e['reconstruct']:.2f} s; "
               f"filled cache project {f['project']:.2f} s, reconstruct {f['reconstruct']:.2f} s (import {f['import']:.2f} s)")  # fmt: skip
     if not peers:
+        print("peers: not run (see above); ratios use the design notes' figures")
+    else:
+        tp = peers["torch-projectors"]
         print(
-            "peers: not run in this benchmark yet (see run_peers); ratios use the design notes' figures"
+            f"torch-projectors accuracy: projection cc {tp['proj_cc']:.4f}; round trip min FSC to "
+            f"0.8 Nyquist {tp['fsc_min_08']:.4f}; threads {tp['threads']}, peak RSS "
+            f"{tp['peak_rss_mb']:.0f} MiB (its own process; no gridding correction, one map, no halves)"
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

@@ -58,7 +58,16 @@ __all__ = [
 #: Entry-point group every plugin (built-ins included) registers in.
 ENTRY_POINT_GROUP = "emforge.plugins"
 #: Plugin names taken by the protocols emforge ships.
-BUILTIN_PLUGINS = ("import", "masks", "automask", "sharpen", "analysis")
+BUILTIN_PLUGINS = (
+    "import",
+    "masks",
+    "automask",
+    "sharpen",
+    "analysis",
+    "simulate",
+    "reconstruct",
+    "project",
+)
 #: the distribution that ships the built-in plugins (their names are reserved to it)
 _OWN_DISTRIBUTION = "emforge"
 

@@ -2,7 +2,7 @@
 
 Usage (with the Scipion venv's python)::
 
-    python benchmarks/peers/scipion_side.py sets [N]             # default N = 100000
+    python benchmarks/peers/scipion_side.py sets [N [PER_MIC]]   # default 100000, 200
     python benchmarks/peers/scipion_side.py engine_inproc [REPEATS]
     python benchmarks/peers/scipion_side.py engine_detached [REPEATS]
     python benchmarks/peers/scipion_side.py engine_parallel [THREADS,...]  # default 3,2
@@ -189,7 +189,7 @@ def _euler_zyz(rot, tilt, psi):
     return m
 
 
-def _make_inputs(n: int):
+def _make_inputs(n: int, per_mic: int = 200):
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -202,11 +202,12 @@ def _make_inputs(n: int):
     )
     mats[:, :2, 3] = rng.uniform(-10.0, 10.0, (n, 2))
     xy = rng.integers(0, 4096, (n, 2))
-    mic_ids = np.arange(n) // 200 + 1
+    mic_ids = np.arange(n) // per_mic + 1
     return du, dv, dang, mats, xy, mic_ids
 
 
 def _write_set(fn: str, stack: str, inputs) -> None:
+    """``stack`` is a pattern with ``{mic}``: one particle stack per micrograph."""
     """Write the set as a Scipion protocol would (see EMProtocol._createSetOfParticles)."""
     from pwem.objects import Acquisition, Coordinate, CTFModel, Particle, SetOfParticles, Transform
 
@@ -222,7 +223,7 @@ def _write_set(fn: str, stack: str, inputs) -> None:
     pset.setHasCTF(True)
     pset.setAlignmentProj()
     for i in range(len(du)):
-        part = Particle(location=(i + 1, stack))
+        part = Particle(location=(i + 1, stack.format(mic=mic_ids[i])))
         ctf = CTFModel()
         ctf.setStandardDefocus(du[i], dv[i], dang[i])
         part.setCTF(ctf)
@@ -273,7 +274,9 @@ def _check_read(out: dict, inputs) -> None:
         raise AssertionError("Scipion read back different values than it was given")
 
 
-def mode_sets(n: int = 100000) -> dict:
+def mode_sets(n: int = 100000, per_mic: int = 200) -> dict:
+    import resource
+
     import mrcfile
     import numpy as np
     from pwem.objects import SetOfParticles
@@ -281,10 +284,11 @@ def mode_sets(n: int = 100000) -> dict:
     project = _new_project("bench_sets")
     run_dir = Path(project.path, "Runs", "000002_BenchSets")
     (run_dir / "extra").mkdir(parents=True)
-    stack = "Runs/000002_BenchSets/extra/particles.mrcs"  # header is read for the first item
-    mrcfile.new(stack, data=np.zeros((4, 64, 64), np.float32), overwrite=True).close()
+    stack = "Runs/000002_BenchSets/extra/mic_{mic:05d}_particles.mrcs"
+    first = stack.format(mic=1)  # only the first item's stack header is read
+    mrcfile.new(first, data=np.zeros((4, 64, 64), np.float32), overwrite=True).close()
     fn = str(run_dir / "particles.sqlite")
-    inputs = _make_inputs(n)
+    inputs = _make_inputs(n, per_mic)
 
     t0, c0 = time.perf_counter(), time.process_time()
     _write_set(fn, stack, inputs)
@@ -311,6 +315,8 @@ def mode_sets(n: int = 100000) -> dict:
         "read_cpu_s": round(read_cpu, 3),
         "verified": True,
         "db_bytes": os.path.getsize(fn),
+        "distinct_micrographs": int(inputs[5][-1]),
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 

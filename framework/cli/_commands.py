@@ -9,17 +9,36 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
 from ..errors import NotFoundError, ParamError
 
 if TYPE_CHECKING:
     from ..project import Project
 
 # piped output (files, CI logs) gets a wide console so tables keep full protocol ids
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, never wrapped
+
+
+class _LazyConsole:
+    """A :class:`rich.console.Console` made on first use: commands that print plain text
+    (``protocols list``) never import rich."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            if self._stderr:  # one line per message, never wrapped
+                self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+            else:
+                width = None if sys.stdout.isatty() else 200
+                self._console = Console(highlight=False, soft_wrap=True, width=width)
+        return getattr(self._console, name)
+
+
+out = _LazyConsole()
+err = _LazyConsole(stderr=True)
 
 
 def _kv(items: list[str], what: str) -> dict[str, Any]:
@@ -88,14 +107,15 @@ def _registry() -> Any:
 
 def protocols_list(args: Any) -> int:
     reg = _registry()
-    table = Table("protocol", "plugin", "description", box=None)
-    for pid, entry in sorted(reg.protocols.items()):
-        table.add_row(
-            pid, f"{entry.plugin} {entry.plugin_version}", entry.entry.label or entry.entry.help
-        )
-    out.print(table)
+    rows = [("protocol", "plugin", "description")] + [
+        (pid, f"{e.plugin} {e.plugin_version}", e.entry.label or e.entry.help)
+        for pid, e in sorted(reg.protocols.items())
+    ]
+    # plain aligned text (rich would cost more start-up than the listing itself)
+    w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
+    print("\n".join(f" {a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows))
     for prob in reg.problems:
-        err.print(f"[yellow]plugin {prob.plugin}: {prob.error} (see 'emforge plugins doctor')[/]")
+        print(f"plugin {prob.plugin}: {prob.error} (see 'emforge plugins doctor')", file=sys.stderr)
     return 0
 
 
@@ -283,6 +303,8 @@ def run(args: Any) -> int:
 
 
 def runs_list(args: Any) -> int:
+    from rich.table import Table
+
     from ..engine.listing import run_rows
 
     table = Table("id", "protocol", "status", "progress", "duration", "outputs", "label", box=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from ..errors import ParamError
@@ -47,23 +48,13 @@ def toposort(steps: Sequence[Step]) -> list[Step]:
         for d in s.deps:
             if d not in by_name:
                 raise ParamError("steps", f"step {s.name!r} depends on unknown step {d!r}")
-    order: list[Step] = []
-    state: dict[str, int] = {}
-
-    def visit(s: Step, trail: tuple[str, ...]) -> None:
-        if state.get(s.name) == 2:
-            return
-        if state.get(s.name) == 1:
-            raise ParamError("steps", f"dependency cycle: {' -> '.join(trail + (s.name,))}")
-        state[s.name] = 1
-        for d in s.deps:
-            visit(by_name[d], trail + (s.name,))
-        state[s.name] = 2
-        order.append(s)
-
-    for s in steps:
-        visit(s, ())
-    return order
+    sorter = TopologicalSorter({s.name: s.deps for s in steps})
+    try:
+        return [by_name[name] for name in sorter.static_order()]
+    except CycleError as err:
+        # err.args[1] lists each node before the one that depends on it: read it backwards
+        trail = " -> ".join(reversed(err.args[1]))
+        raise ParamError("steps", f"dependency cycle: {trail}") from None
 
 
 def step_keys(

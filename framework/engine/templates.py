@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,23 +122,11 @@ def _order(tpl: Template) -> list[TemplateNode]:
         for r in _refs(n):
             if r not in nodes:
                 raise ParamError(f"{n.id}.inputs", f"refers to unknown node {r!r}")
-    order: list[TemplateNode] = []
-    state: dict[str, int] = {}
-
-    def visit(n: TemplateNode) -> None:
-        if state.get(n.id) == 2:
-            return
-        if state.get(n.id) == 1:
-            raise ParamError("nodes", f"dependency cycle through node {n.id!r}")
-        state[n.id] = 1
-        for r in _refs(n):
-            visit(nodes[r])
-        state[n.id] = 2
-        order.append(n)
-
-    for n in tpl.nodes:
-        visit(n)
-    return order
+    sorter = TopologicalSorter({n.id: _refs(n) for n in tpl.nodes})
+    try:
+        return [nodes[name] for name in sorter.static_order()]
+    except CycleError as err:
+        raise ParamError("nodes", f"dependency cycle through node {err.args[1][0]!r}") from None
 
 
 def apply_overrides(tpl: Template, settings: list[str]) -> Template:

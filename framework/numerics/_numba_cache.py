@@ -66,6 +66,13 @@ def choose_cache_dir(
 def configure() -> None:
     """Set ``NUMBA_CACHE_DIR`` (environment, and numba's config if numba is already loaded)
     when :func:`choose_cache_dir` says so. Call before the first ``@njit(cache=True)``."""
+    # GNU OpenMP (numba's default layer here) aborts a process forked after it ran, and the
+    # engine's local workers are forked; the workqueue layer survives a fork. A user's choice
+    # (NUMBA_THREADING_LAYER) is kept.
+    layer = os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    loaded = sys.modules.get("numba.core.config")
+    if loaded is not None and loaded.THREADING_LAYER == "default" and layer == "workqueue":
+        loaded.THREADING_LAYER = layer
     folder = choose_cache_dir()
     if folder is None:
         return

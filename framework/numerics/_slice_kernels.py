@@ -28,7 +28,7 @@ _numba_cache.configure()
 import numba  # noqa: E402  (the cache location must be set before numba is imported)
 from numba import njit, prange  # noqa: E402
 
-__all__ = ["extract_slices", "insert_slices", "num_threads"]
+__all__ = ["extract_slices", "insert_slices", "insert_slices_split", "num_threads"]
 
 
 def num_threads() -> int:
@@ -188,6 +188,47 @@ def _splat_gauss(grid, h, px, py, pz, v, w, owner, nown, gx, gy):
                     _add(grid, h, zm, ym, -ix, vc * g, w * g, owner, nown)
 
 
+@njit(cache=True)
+def _insert_image(grid, n, img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half,
+                  gauss, premult, owner, nown, a, gx, gy):  # fmt: skip
+    """Insert image ``n`` (every symmetry copy) into ``grid``, writing only the z planes with
+    ``z % nown == owner``; ``a`` (3, 3), ``gx``/``gy`` (6,) are scratch arrays."""
+    w0 = weights[n]
+    if w0 == 0.0:
+        return
+    ny, nxh = img.shape[1], img.shape[2]
+    has_ctf = ctf.shape[0] > 0
+    ci = n if ctf.shape[0] > 1 else 0
+    h = half[n]
+    for s in range(sym.shape[0]):
+        for i in range(3):
+            for j in range(3):
+                a[i, j] = (
+                    rot[n, i, 0] * sym[s, j, 0]
+                    + rot[n, i, 1] * sym[s, j, 1]
+                    + rot[n, i, 2] * sym[s, j, 2]
+                )
+        ax, ay, az = scale * a[0, 0], scale * a[0, 1], scale * a[0, 2]
+        bx, by, bz = scale * a[1, 0], scale * a[1, 1], scale * a[1, 2]
+        for iy in range(ny):
+            ky = _signed(iy, ny)
+            for ix in range(nxh):
+                if ix * ix + ky * ky > r2max or (ix == 0 and ky < 0):
+                    continue
+                c = ctf[ci, iy, ix] if has_ctf else np.float32(1.0)
+                wc = np.float32(w0 * c)
+                v = img[n, iy, ix] * (phase_y[n, iy] * phase_x[n, ix])
+                v = v * (np.float32(w0) if premult else wc)
+                w = wc * c
+                px = ax * ix + bx * ky
+                py = ay * ix + by * ky
+                pz = az * ix + bz * ky
+                if gauss:
+                    _splat_gauss(grid, h, px, py, pz, v, w, owner, nown, gx, gy)
+                else:
+                    _splat_trilinear(grid, h, px, py, pz, v, w, owner, nown)
+
+
 @njit(parallel=True, cache=True)
 def insert_slices(
     img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half, gauss, premult, nown, grid
@@ -200,48 +241,36 @@ def insert_slices(
     already carry their CTF) to the data and ``weights[n] * ctf^2`` to the weight of half
     ``half[n]`` (0 or 1), trilinearly (``gauss`` False) or with EMAN2's Gaussian
     kernel. ``phase_*`` are the (conjugate) centring/shift ramps. The kernel is race-free:
-    thread t of T writes only the z planes with ``z % T == t``. The x = 0 plane is not made
-    Hermitian here (the caller does that once at the end). ``nown`` is the number of threads.
+    thread t of T writes only the z planes with ``z % T == t`` (every thread walks every
+    pixel; no extra memory). The x = 0 plane is not made Hermitian here (the caller does that
+    once at the end). ``nown`` is the number of threads.
     """
-    nimg, ny, nxh = img.shape
-    has_ctf = ctf.shape[0] > 0
-    stride = 1 if ctf.shape[0] > 1 else 0
-    nsym = sym.shape[0]
     for owner in prange(nown):
         a = np.empty((3, 3))
         gx = np.empty(6, dtype=np.float32)
         gy = np.empty(6, dtype=np.float32)
-        for n in range(nimg):
-            w0 = weights[n]
-            if w0 == 0.0:
-                continue
-            h = half[n]
-            ci = n * stride
-            for s in range(nsym):
-                for i in range(3):
-                    for j in range(3):
-                        a[i, j] = (
-                            rot[n, i, 0] * sym[s, j, 0]
-                            + rot[n, i, 1] * sym[s, j, 1]
-                            + rot[n, i, 2] * sym[s, j, 2]
-                        )
-                ax, ay, az = scale * a[0, 0], scale * a[0, 1], scale * a[0, 2]
-                bx, by, bz = scale * a[1, 0], scale * a[1, 1], scale * a[1, 2]
-                for iy in range(ny):
-                    ky = _signed(iy, ny)
-                    for ix in range(nxh):
-                        if ix * ix + ky * ky > r2max or (ix == 0 and ky < 0):
-                            continue
-                        c = ctf[ci, iy, ix] if has_ctf else np.float32(1.0)
-                        wc = np.float32(w0 * c)
-                        v = img[n, iy, ix] * (phase_y[n, iy] * phase_x[n, ix])
-                        v = v * (np.float32(w0) if premult else wc)
-                        w = wc * c
-                        px = ax * ix + bx * ky
-                        py = ay * ix + by * ky
-                        pz = az * ix + bz * ky
-                        if gauss:
-                            _splat_gauss(grid, h, px, py, pz, v, w, owner, nown, gx, gy)
-                        else:
-                            _splat_trilinear(grid, h, px, py, pz, v, w, owner, nown)
+        for n in range(img.shape[0]):
+            _insert_image(grid, n, img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights,
+                          half, gauss, premult, owner, nown, a, gx, gy)  # fmt: skip
+    return grid
+
+
+@njit(parallel=True, cache=True)
+def insert_slices_split(
+    img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights, half, gauss, premult, grid,
+    extra,
+):  # fmt: skip
+    """As :func:`insert_slices`, with one private grid per thread: of T = 1 + len(extra)
+    threads, thread t inserts images t, t + T, ... into ``grid`` (t = 0) or ``extra[t - 1]``
+    (T - 1, 2, M, M, M//2+1, 3); the caller adds ``extra`` to ``grid``. Each pixel is walked
+    once: faster than plane ownership, at T - 1 extra grids of memory."""
+    nt = extra.shape[0] + 1
+    for t in prange(nt):
+        a = np.empty((3, 3))
+        gx = np.empty(6, dtype=np.float32)
+        gy = np.empty(6, dtype=np.float32)
+        g = grid if t == 0 else extra[t - 1]
+        for n in range(t, img.shape[0], nt):
+            _insert_image(g, n, img, rot, sym, scale, r2max, phase_y, phase_x, ctf, weights,
+                          half, gauss, premult, 0, 1, a, gx, gy)  # fmt: skip
     return grid

@@ -119,9 +119,28 @@ def backend() -> str:
     return "pyfftw" if (_HAVE_PYFFTW and not _force_scipy) else "scipy"
 
 
+#: set in a process forked after this module loaded: FFTW's OpenMP threads do not survive a
+#: fork (GNU OpenMP hangs the child's first threaded transform), so such children use one
+#: thread and plan afresh. The engine's local workers are such children, one step per core.
+_FORKED = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED
+    _FORKED = True
+    _PLANS.clear()
+    _SEEN.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def default_threads() -> int:
     """FFT threads used when ``threads`` is not given: ``$EMFORGE_FFT_THREADS`` if set, else
-    ``os.cpu_count()``."""
+    ``os.cpu_count()``; always 1 in a forked child process (see ``_FORKED``)."""
+    if _FORKED:
+        return 1
     env = os.environ.get("EMFORGE_FFT_THREADS", "")
     if env.strip().isdigit() and int(env) > 0:
         return int(env)
@@ -319,7 +338,7 @@ def _planned(kind, x, axes, threads, real_shape, effort) -> np.ndarray | None:
 
 
 def _threads(threads: int | None) -> int:
-    return int(threads) if threads else default_threads()
+    return 1 if _FORKED else (int(threads) if threads else default_threads())
 
 
 def rfftn(

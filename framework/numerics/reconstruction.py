@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 _KERNELS = ("trilinear", "gauss")
+#: extra memory (bytes) the inserter may take for private per-thread grids; above it, the
+#: threads share one grid by z planes (each walks every pixel: slower, no extra memory)
+SPLIT_GRID_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -213,12 +216,19 @@ def insert_images(
         raise ValueError(f"max_radius: must be >= 0, got {max_radius}")
     py, px = phase_ramps(n, count, shifts, pixel_size=pixel_size, sign=1.0)
     spec = _fft.rfftn(imgs, axes=(-2, -1), threads=threads)
-    grid = np.zeros((2, m, m, m // 2 + 1, 3), dtype=np.float32)
     gauss = kernel == "gauss"
-    _k.insert_slices(
-        spec, rot, sym, m / n, r * r, py, px, c, w, half, gauss, bool(ctf_premultiplied),
-        _k.num_threads(), grid,
-    )  # fmt: skip
+    args = (spec, rot, sym, m / n, r * r, py, px, c, w, half, gauss, bool(ctf_premultiplied))
+    nt = _k.num_threads()
+    grid_bytes = 2 * m * m * (m // 2 + 1) * 3 * 4
+    grid = np.zeros((2, m, m, m // 2 + 1, 3), np.float32)
+    if nt > 1 and count >= 2 * nt and (nt - 1) * grid_bytes <= SPLIT_GRID_BYTES:
+        extra = np.zeros((nt - 1, *grid.shape), np.float32)
+        _k.insert_slices_split(*args, grid, extra)
+        for e in extra:
+            grid += e
+        del extra
+    else:
+        _k.insert_slices(*args, nt, grid)
     cnt = (int(np.sum((half == 0) & (w != 0))), int(np.sum((half == 1) & (w != 0))))
     return FourierAccumulator(grid, n, m, kernel, cnt)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import fft as sfft
+from scipy import fft as sfft  # frequency helpers only: the transforms go through emforge's FFT
 from scipy import ndimage
+
+from emforge.numerics import fft
 
 __all__ = [
     "CROSS",
@@ -124,7 +126,7 @@ def gaussian_soften(binary: np.ndarray, width: float) -> np.ndarray:
     sizes = [sfft.next_fast_len(n + 2 * pad, real=True) for n in core.shape]
     work = np.zeros(sizes, dtype=np.float32)
     work[tuple(slice(pad, pad + n) for n in core.shape)] = core
-    spec = sfft.rfftn(work, workers=-1)
+    spec = fft.rfftn(work)
     hz, hy, hx = (
         np.exp(-((width * f) ** 2)).astype(np.float32)
         for f in (sfft.fftfreq(sizes[0]), sfft.fftfreq(sizes[1]), sfft.rfftfreq(sizes[2]))
@@ -132,7 +134,7 @@ def gaussian_soften(binary: np.ndarray, width: float) -> np.ndarray:
     hyx = hy[:, None] * hx[None, :]
     for k in range(sizes[0]):  # one pass over the spectrum, plane by plane (in cache)
         spec[k] *= hz[k] * hyx
-    work = sfft.irfftn(spec, s=sizes, workers=-1)
+    work = fft.irfftn(spec, shape=sizes)
     # place back: the padded window, clipped to the array
     dst, src = [], []
     for sl, full in zip(box, binary.shape, strict=True):

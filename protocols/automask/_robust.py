@@ -49,10 +49,10 @@ def _rank(lp: np.ndarray, labels: np.ndarray, count: int) -> tuple[np.ndarray, i
         if lab == 0 or mass[lab] <= 0 or mass[lab] < KEEP_FRACTION * score[best]:
             break
         box = boxes[lab - 1]
-        w = np.where(labels[box] == lab, lp[box], np.float32(0)).astype(np.float64)
+        w = np.where(labels[box] == lab, lp[box], np.float32(0))  # float32, sums in float64
         centroid = []
         for axis in range(3):
-            profile = w.sum(axis=tuple(a for a in range(3) if a != axis))
+            profile = w.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.float64)
             centroid.append(box[axis].start + float(profile @ np.arange(w.shape[axis])) / mass[lab])
         score[lab] = mass[lab] * _centrality(centroid, lp.shape)
         if score[lab] > score[best]:

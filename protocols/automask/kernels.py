@@ -13,8 +13,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import fft as sfft
+from scipy import fft as sfft  # frequency helpers only: the transforms go through emforge's FFT
 
+from emforge.numerics import fft
 from emforge.protocols.masks.kernels import make_mask, radius_squared
 
 from ._morphology import (
@@ -183,10 +184,11 @@ def _grow_and_soften(region: np.ndarray, nshells: int, nshellsgauss: int) -> np.
 def gaussian_lowpass(volume: np.ndarray, *, pixel_size: float, cutoff: float) -> np.ndarray:
     """Gaussian low-pass ``exp(-s**2 / (2 cutoff**2))``, ``s`` and ``cutoff`` in 1/Angstrom.
 
-    Periodic (FFT over the whole box), float32 in and out.
+    Periodic (FFT over the whole box, through :mod:`emforge.numerics.fft` and its thread
+    setting), float32 in and out.
     """
     vol = _as_volume(volume)
-    spec = sfft.rfftn(vol, workers=-1)
+    spec = fft.rfftn(vol)
     hz, hy, hx = (
         np.exp(-((f / pixel_size) ** 2) / (2.0 * cutoff**2)).astype(np.float32)
         for f in (
@@ -198,7 +200,7 @@ def gaussian_lowpass(volume: np.ndarray, *, pixel_size: float, cutoff: float) ->
     hyx = hy[:, None] * hx[None, :]
     for k in range(spec.shape[0]):  # one pass over the spectrum, plane by plane (in cache)
         spec[k] *= hz[k] * hyx
-    return sfft.irfftn(spec, s=vol.shape, workers=-1, overwrite_x=True)
+    return fft.irfftn(spec, shape=vol.shape)
 
 
 def radial_max_profile(volume: np.ndarray, rmax: int | None = None) -> np.ndarray:

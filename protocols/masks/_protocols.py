@@ -27,11 +27,9 @@ from ._params import (
     geometry_options,
     geometry_problems,
 )
+from ._stream import mask_stack_file
 
 __all__ = ["MaskCreate", "MaskVolumes", "MaskParticles", "mask_stack_file", "check_created_mask"]
-
-#: bytes of float32 images read, masked and written at a time by :func:`mask_stack_file`
-CHUNK_BYTES = 4 << 20
 
 _SOURCE_HELP = (
     "Where the mask comes from: a geometry given here, or a mask created earlier (input 'mask')"
@@ -376,63 +374,6 @@ def register_volumes_step(
 
 
 # -- masks.particles ------------------------------------------------------------------------------
-def mask_stack_file(
-    sources: list[str],
-    indices: np.ndarray,
-    target: str,
-    *,
-    mask: np.ndarray,
-    binary: bool,
-    fill: str,
-    fill_value: float,
-    pixel_size: float,
-    chunk: int | None = None,
-    progress: Any = None,
-) -> int:
-    """Stream images ``(sources[i], indices[i])`` through a mask into one new stack file.
-
-    Reads at most ``chunk`` images at a time (default: as many as fit in 4 MiB of float32, so
-    memory depends neither on the stack length nor on the box), applies the mask in place and
-    writes them with a memory-mapped :class:`~emforge.io.StackWriter` (atomic: the file
-    appears only when complete). Returns the number of images written.
-    """
-    from emforge.io import StackWriter, open_stack
-
-    from .kernels import apply_mask
-
-    n = len(indices)
-    if chunk is None:
-        chunk = max(1, CHUNK_BYTES // (4 * int(np.prod(mask.shape))))
-    readers: dict[str, Any] = {}
-    try:
-        with StackWriter(target, (n, *mask.shape), voxel_size=pixel_size) as writer:
-            for start in range(0, n, chunk):
-                stop = min(n, start + chunk)
-                srcs = sources[start:stop]
-                idx = np.asarray(indices[start:stop])
-                paths = list(dict.fromkeys(srcs))
-                for path in paths:
-                    if path not in readers:
-                        readers[path] = open_stack(path)
-                if len(paths) == 1:  # one source stack: read straight into the block
-                    first = int(idx[0])
-                    contiguous = np.array_equal(idx, np.arange(first, first + len(idx)))
-                    block = readers[paths[0]][slice(first, first + len(idx)) if contiguous else idx]
-                else:
-                    block = np.empty((stop - start, *mask.shape), np.float32)
-                    for path in paths:
-                        sel = np.fromiter((s == path for s in srcs), bool, len(srcs))
-                        block[sel] = readers[path][idx[sel]]
-                apply_mask(block, mask, binary=binary, fill=fill, fill_value=fill_value, out=block)
-                writer.write(start, block)
-                if progress is not None:
-                    progress(stop / n, f"{stop}/{n} images")
-    finally:
-        for r in readers.values():
-            r.close()
-    return n
-
-
 def mask_part_step(
     ctx: StepContext,
     *,

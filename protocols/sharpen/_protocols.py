@@ -353,7 +353,7 @@ class SharpenBFactor(Protocol):
 
 # -- sharpen.auto ------------------------------------------------------------------------------
 def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
-    from .kernels import auto_sharpen, sharpen_b_iso_to_d_cut
+    from .kernels import apply_auto_sharpening, auto_sharpen
     from .kernels.mapb import b_sentence
 
     src = Volume.from_attrs(volume)
@@ -362,23 +362,11 @@ def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
     for note in res.notes:
         ctx.warn(note)
     halves = None
-    if src.has_halves:
-        d = options.get("resolution")
-
-        def same(m: np.ndarray) -> np.ndarray:
-            if d:
-                return sharpen_b_iso_to_d_cut(
-                    m,
-                    pixel_size=src.pixel_size,
-                    b_sharpen=res.b_sharpen,
-                    d_cut=d,
-                    b_blur_hires=options.get("b_blur_hires", 200.0),
-                )
-            from .kernels import sharpen_b
-
-            return sharpen_b(m, pixel_size=src.pixel_size, b_sharpen=res.b_sharpen)
-
-        halves = (same(read(src.half1)), same(read(src.half2)))
+    if src.has_halves:  # the same anisotropy removal and filter as the map
+        halves = tuple(
+            apply_auto_sharpening(read(h), res, pixel_size=src.pixel_size)
+            for h in (src.half1, src.half2)
+        )
     write_outputs(ctx, src, res.map, halves)
     s, before = _profile(data, src.pixel_size)
     _, after = _profile(res.map, src.pixel_size)
@@ -407,6 +395,8 @@ def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
             ("map B fit range", "{:.3g}–{:.3g} Å".format(*res.map_b_fit_range)),
             ("solvent fraction", f"{res.solvent_fraction:.2f}"),
             ("region weight", f"{res.region_weight:.3g}"),
+            ("region weight bounds", "{:.3g}–{:.3g}".format(*res.region_weight_bounds)),
+            ("anisotropy removed", _aniso_text(res.aniso)),
         ]
         + [("warning", w) for w in ctx.warnings],
     )
@@ -422,13 +412,23 @@ def auto_step(ctx: StepContext, *, volume: dict, options: dict) -> dict:
     }
 
 
+def _aniso_text(aniso) -> str:
+    if aniso is None:
+        return "no"
+    return "principal B {} Å² (z, y, x tensor; removed: its traceless part)".format(
+        " / ".join(f"{b:+.1f}" for b in aniso.principal)
+    )
+
+
 class SharpenAuto(Protocol):
     id = "sharpen.auto"
-    version = "1"
+    version = "2"
     label = "Automatic sharpening (b_iso scan)"
     help = (
         "Scan the target b_iso and keep the map that maximises the adjusted surface area (detail and "
-        "connectivity, Terwilliger et al. 2018) or the kurtosis."
+        "connectivity, Terwilliger et al. 2018) or the kurtosis. The map's overall anisotropy is "
+        "removed first; each trial sharpens up to the resolution and blurs beyond it (Phenix "
+        "b_iso_to_d_cut). When the score is flat the map's B is kept, with a warning."
     )
     citations = SharpenBFactor.citations
 
@@ -436,8 +436,18 @@ class SharpenAuto(Protocol):
         method: Literal["adjusted_sa", "kurtosis"] = param(
             "adjusted_sa", "Score to maximise", section="Scan"
         )
-        b_min: float = param(-100.0, "Lowest target b_iso", unit="Å²", section="Scan")
-        b_max: float = param(300.0, "Highest target b_iso", unit="Å²", section="Scan")
+        b_min: float = param(
+            -140.0,
+            "Lowest target b_iso (map B after sharpening; Phenix's -100 in its own B scale)",
+            unit="Å²",
+            section="Scan",
+        )
+        b_max: float = param(
+            260.0,
+            "Highest target b_iso (Phenix's 300 in its own B scale)",
+            unit="Å²",
+            section="Scan",
+        )
         n_steps: int = param(21, "Number of trial b_iso values", section="Scan", ge=2, le=201)
         resolution: float = param(
             0.0,
@@ -599,12 +609,13 @@ def halfmaps_step(
 
 class SharpenHalfmaps(Protocol):
     id = "sharpen.halfmaps"
-    version = "1"
+    version = "2"
     label = "Half-map sharpening (RELION postprocess, Phenix half-map)"
     help = (
         "Masked FSC with phase-randomisation correction, resolution at FSC 0.143, FSC weighting, Guinier B "
         "fitted from 10 Å to the resolution and applied, optional low-pass (RELION); or per-shell "
-        "CC* × expected/observed scaling (Phenix)."
+        "CC* × expected/observed scaling (Phenix), the expected amplitude beyond 10 Å following a reference "
+        "protein spectrum (conventions.md)."
     )
     citations = (
         "Chen S. et al. (2013) High-resolution noise substitution to measure overfitting and validate "

@@ -95,6 +95,7 @@ class _HalfmapInputs(Protocol):
 def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float) -> dict:
     from emforge.io import read_info
 
+    from .kernels.mapb import b_sentence
     from .kernels.model import model_map, sharpen_model
 
     src = Volume.from_attrs(volume)
@@ -105,6 +106,11 @@ def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float)
         model, shape=data.shape, pixel_size=src.pixel_size, origin=origin_xyz, resolution=resolution
     )
     res = sharpen_model(data, mm, pixel_size=src.pixel_size, resolution=resolution)
+    try:
+        mb = _map_b(ctx, data, src.pixel_size, resolution)
+    except ValueError as exc:  # a box too small for a Guinier fit: sharpening needs none
+        ctx.warn(f"map B not fitted: {str(exc).removeprefix('resolution: ')}")
+        mb = None
     halves = None
     if src.has_halves:
         halves = tuple(
@@ -150,13 +156,24 @@ def model_step(ctx: StepContext, *, volume: dict, model: str, resolution: float)
         [
             ("model", Path(model).name),
             ("resolution", f"{resolution:g} Å"),
+            *(
+                [
+                    ("B", b_sentence(mb.b) + " (the scale per shell is not a single B)"),
+                    ("map B fit range", f"{mb.d_max:.3g}–{mb.d_min:.3g} Å ({mb.n_shells} shells)"),
+                ]
+                if mb is not None
+                else []
+            ),
             (
                 "mean CC to the resolution",
                 f"{float(np.nanmean(res.cc[res.s <= 1 / resolution])):.3f}",
             ),
         ],
     )
-    return {"mean_cc": float(np.nanmean(res.cc[res.s <= 1 / resolution]))}
+    out: dict[str, Any] = {"mean_cc": float(np.nanmean(res.cc[res.s <= 1 / resolution]))}
+    if mb is not None:
+        out.update(map_b=float(mb.b), map_b_fit_range=list(mb.fit_range))
+    return out
 
 
 class SharpenModel(_HalfmapInputs):
@@ -219,7 +236,13 @@ class SharpenModel(_HalfmapInputs):
         ]
 
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
-        return f"mean map–model CC {results.get('sharpen', {}).get('mean_cc', float('nan')):.3f}; report extra/report.html"
+        from .kernels.mapb import b_sentence
+
+        r = results.get("sharpen", {})
+        head = f"mean map–model CC {r.get('mean_cc', float('nan')):.3f}; report extra/report.html"
+        if "map_b" in r:
+            head = f"{b_sentence(r['map_b'])}; {head}"
+        return "\n".join([head, *warning_lines(results)])
 
 
 # -- sharpen.shells ---------------------------------------------------------------------------------
@@ -300,19 +323,24 @@ def shells_step(
 
 class SharpenShells(_HalfmapInputs):
     id = "sharpen.shells"
-    version = "1"
+    version = "2"
     label = "Shell sharpening with anisotropic correction"
     help = (
         "Fit and remove the overall anisotropic fall-off (U), estimate per direction the anisotropy of the "
         "signal and of the errors (from half maps, or the noise floor), and scale each coefficient by the "
-        "expected signal factor 1/(1+E²)."
+        "expected signal factor 1/(1+E²); beyond 10 Å the signal is scaled to a reference protein spectrum "
+        "(conventions.md)."
     )
 
     class Params(ProtocolParams):
         resolution: float = param(0.0, "Map resolution", unit="Å", section="Sharpening", gt=0)
         anisotropic: bool = param(True, "Correct the anisotropic fall-off", section="Sharpening")
         b_target: float = param(
-            0.0, "Overall B of the output", unit="Å²", section="Sharpening", level=Level.ADVANCED
+            0.0,
+            "Overall B of the output relative to the reference protein spectrum",
+            unit="Å²",
+            section="Sharpening",
+            level=Level.ADVANCED,
         )
 
     inputs = {

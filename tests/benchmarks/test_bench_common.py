@@ -87,3 +87,21 @@ def test_wait_quiet_is_bounded_and_says_when_the_machine_is_loaded(capsys):
     quiet, load = bc.wait_quiet(threshold=-1.0, timeout=0.0)
     assert not quiet and load >= 0
     assert "NOT quiet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_copy_baseline_copies_the_same_bytes_afresh_each_repeat(tmp_path):
+    src = tmp_path / "stack.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    calls = []
+
+    def before():  # runs after the last copy is gone, before every repeat
+        calls.append(Path(f"{src}.bench-copy").exists())
+        bc.drop_file_cache(src)
+
+    for fsync in (False, True):
+        calls.clear()
+        stats = bc.copy_baseline(src, fsync=fsync, before=before)
+        assert len(stats.samples) == 5 and calls == [False] * 5
+        assert ("sync" in stats.label) == fsync
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.bin"]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from emforge.engine.protocol import Input, Output, Protocol, ProtocolParams, ShownWhen, Step, param
 from emforge.errors import InputFileError
 from emforge.io.mrc import read_volume, write_volume
-from emforge.objects import Volume, VolumeMask
+from emforge.objects import FSC, Volume, VolumeMask
 
 from .kernels import normalize_volume, sigma_cutoff, threshold_volume
 
@@ -246,29 +246,39 @@ class Threshold(Protocol):
 # --------------------------------------------------------------------------- sleep
 
 
-def sleep_step(ctx: Any, *, index: int, seconds: float) -> dict[str, float]:
-    """Sleep ``seconds``; return when and where (pid) it ran, to measure parallelism."""
+def sleep_step(ctx: Any, *, index: int, seconds: float, register: bool = False) -> dict[str, float]:
+    """Sleep ``seconds``; return when and where (pid) it ran, to measure parallelism.
+    ``register``: also register the ``record`` output (a one-point curve: 0 -> seconds)."""
     start = time.time()
     time.sleep(seconds)
     end = time.time()
     ctx.progress(1.0, f"slept {seconds:g} s")
+    if register:
+        ctx.output("record", FSC((0.0,), (float(seconds),), label="seconds slept"))
     return {"index": index, "start": start, "end": end, "pid": os.getpid()}
 
 
 class Sleep(Protocol):
-    """``n_steps`` independent steps that each sleep; no inputs, no outputs."""
+    """``n_steps`` independent steps that each sleep; no inputs, an optional tiny output."""
 
     id = "example.sleep"
     version = "1"
     label = "Sleep in parallel steps"
     help = (
         "Run n independent steps that each sleep for a while; used to measure how the "
-        "engine schedules parallel steps. Registers no output."
+        "engine schedules parallel steps. With register_output, the last step registers a "
+        "tiny record (no file), as a protocol that produces data does."
     )
+    outputs = {
+        "record": Output("FSC", "one point: the seconds slept (register_output)", optional=True)
+    }
 
     class Params(ProtocolParams):
         seconds: float = param(1.0, "How long each step sleeps", unit="s", ge=0)
         n_steps: int = param(4, "Number of independent steps", ge=1, le=1000)
+        register_output: bool = param(
+            False, "The last step registers the 'record' output (no file is written)"
+        )
 
     def steps(self) -> list[Step]:
         p = self.params
@@ -276,7 +286,9 @@ class Sleep(Protocol):
             Step(
                 f"sleep_{i + 1}",
                 sleep_step,
-                args={"index": i, "seconds": p.seconds},
+                args={"index": i, "seconds": p.seconds}
+                | ({"register": True} if p.register_output and i == p.n_steps - 1 else {}),
+                outputs=["record"] if p.register_output and i == p.n_steps - 1 else [],
                 label=f"Sleep {p.seconds:g} s ({i + 1}/{p.n_steps})",
             )
             for i in range(p.n_steps)

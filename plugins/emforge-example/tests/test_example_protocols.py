@@ -125,10 +125,17 @@ def test_sleep_steps_are_independent(tmp_path):
     proto = Sleep(Sleep.Params(seconds=0.0, n_steps=3), {})
     steps = proto.steps()
     assert [s.name for s in steps] == ["sleep_1", "sleep_2", "sleep_3"]
-    assert all(not s.deps for s in steps) and Sleep.outputs == {} and Sleep.inputs == {}
+    assert all(not s.deps for s in steps) and list(Sleep.outputs) == ["record"]
+    assert Sleep.outputs["record"].optional and Sleep.inputs == {}
     outputs, results = _run(proto, tmp_path)
     assert outputs == {} and results["sleep_2"]["index"] == 1
     assert Sleep.Params().seconds == 1.0 and Sleep.Params().n_steps == 4
+    # register_output: only the last step registers the record (what the benchmark's trivial
+    # protocol does, as Scipion's registers its one output)
+    proto = Sleep(Sleep.Params(seconds=0.25, n_steps=2, register_output=True), {})
+    assert [list(s.outputs) for s in proto.steps()] == [[], ["record"]]
+    outputs, _ = _run(proto, tmp_path / "rec")
+    assert list(outputs) == ["record"] and outputs["record"].values == (0.25,)
 
 
 def test_chain_on_a_real_map(tmp_path):

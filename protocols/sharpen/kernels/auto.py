@@ -13,7 +13,8 @@ from scipy import ndimage
 
 from emforge.numerics import irfftn, rfftn, spatial_frequency_rfft
 
-from .bfactor import check_map, check_pixel_size, check_resolution, d_cut_weight
+from .aniso import AnisoB, aniso_filter, fit_aniso_b
+from .bfactor import b_iso_to_d_cut_filter, check_map, check_pixel_size, check_resolution
 from .mapb import map_b
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "adjusted_surface_area",
     "kurtosis",
     "auto_sharpen",
+    "auto_filter",
+    "apply_auto_sharpening",
 ]
 
 _A3_PER_RESIDUE = 135.0  # protein volume per residue (110 Da x 1.23 A^3/Da)
@@ -48,6 +51,8 @@ class AutoSharpenResult:
     ``map`` is the best trial map (float32); ``scan`` holds one float64 array per column, one
     row per trial: ``b_iso`` (target B of the trial map), ``b_sharpen`` (B applied),
     ``score``, ``sa_ratio``, ``n_regions``, ``kurtosis``. ``best`` is the index of the chosen row.
+    ``region_weight_bounds`` are the bounds the fitted region weight was clamped to (NaN when
+    not clamped); ``aniso`` the overall B tensor removed before the scan (None if not).
     """
 
     map: np.ndarray
@@ -63,6 +68,8 @@ class AutoSharpenResult:
     scan: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
     map_b_fit_range: tuple[float, float] = (float("nan"), float("nan"))
+    region_weight_bounds: tuple[float, float] = (float("nan"), float("nan"))
+    aniso: AnisoB | None = None
 
 
 def kurtosis(map) -> float:
@@ -193,21 +200,54 @@ def adjusted_surface_area(
     return SurfaceAreaScore(sa, n, tr, region_weight, sa - region_weight * n / tr, t)
 
 
-def _fit_region_weight(sa: np.ndarray, nr: np.ndarray, default: float) -> float:
-    """Phenix "delta_ratio": make the change of sa_ratio between the most and the least
-    sharpened trial equal to the change of ``region_weight x normalised regions``."""
+#: default scan of the target b_iso (Å², map B units): Phenix scans -100 ... 300 in its own B
+#: (an ML Wilson fit against a protein reference spectrum), which on EMD-3488 and its blurred
+#: copies is 34-39 Å² above the map B of :func:`.mapb.map_b` at 3.2-3.5 Å; the same window in
+#: map B units is -140 ... 260
+B_MIN, B_MAX = -140.0, 260.0
+#: the contour of the adjusted surface area encloses this fraction of the molecular volume
+CONTOUR_FRACTION = 0.3
+#: a flat score: the trial nearest b_sharpen 0 scores within this many times the roughness of
+#: the score curve (:func:`_roughness`) of the best
+FLAT_TOLERANCE = 3.5
+#: ... or when the whole score curve spreads over less than this fraction of its median |score|
+FLAT_SPREAD = 0.01
+
+
+def _fit_region_weight(
+    sa: np.ndarray, nr: np.ndarray, b_iso: np.ndarray, default: float, buffer: float = 0.1
+) -> tuple[float, tuple[float, float]]:
+    """Region weight (and its bounds) from a scan ordered from the most to the least sharpened.
+
+    Phenix "delta_ratio": ``w = (sa[0] - sa[-1]) / (nr[0] - nr[-1])``, the weight at which the
+    most and the least sharpened trials score the same (``default`` when either change is not
+    positive). It is then clamped to ``[lo, hi]``: with ``m`` the trial at 37.5% of the b_iso
+    range, ``lo = (sa[0] - sa[m]) / (nr[0] - nr[m])`` and ``hi = (sa[m] - sa[-1]) / (nr[m] -
+    nr[-1])`` are the weights at which ``m`` ties the sharp and the blurred end (so within them
+    ``m`` beats both and the score has an interior maximum), each moved inwards by ``buffer``
+    of ``hi - lo``. Without a valid interval (``lo >= hi``) the weight is not clamped. The
+    bounds returned are ``(nan, nan)`` then.
+    """
     d_sa, d_nr = sa[0] - sa[-1], nr[0] - nr[-1]
-    if d_sa > 0 and d_nr > 0:
-        return float(d_sa / d_nr)
-    return default
+    w = float(d_sa / d_nr) if d_sa > 0 and d_nr > 0 else float(default)
+    m = int(np.argmin(np.abs(b_iso - (b_iso[0] + 0.375 * (b_iso[-1] - b_iso[0])))))
+    if m in (0, b_iso.size - 1):
+        return w, (float("nan"), float("nan"))
+    lo = max((sa[0] - sa[m]) / max(nr[0] - nr[m], 1e-12), 1e-10)
+    hi = max((sa[m] - sa[-1]) / max(nr[m] - nr[-1], 1e-12), 1e-10)
+    pad = buffer * max(hi - lo, 0.0)
+    lo, hi = lo + pad, hi - pad
+    if not lo < hi:
+        return w, (float("nan"), float("nan"))
+    return float(min(max(w, lo), hi)), (float(lo), float(hi))
 
 
 def auto_sharpen(
     map,
     *,
     pixel_size: float,
-    b_min: float = -100.0,
-    b_max: float = 300.0,
+    b_min: float = B_MIN,
+    b_max: float = B_MAX,
     n_steps: int = 21,
     method: str = "adjusted_sa",
     solvent_fraction: float | None = None,
@@ -216,26 +256,31 @@ def auto_sharpen(
     k_sharpen: float = 10.0,
     region_weight: float | None = None,
     region_weight_default: float = 1.0,
-    flat_tolerance: float = 0.02,
+    remove_anisotropy: bool = True,
+    contour_fraction: float = CONTOUR_FRACTION,
+    flat_tolerance: float = FLAT_TOLERANCE,
 ) -> AutoSharpenResult:
-    """Scan the target b_iso from ``b_min`` to ``b_max`` and keep the best map.
+    """Scan the target b_iso from ``b_min`` to ``b_max`` (Å²) and keep the best map.
 
-    The map's own B (``b_iso_original``) is the map B of :func:`.mapb.map_b` (fit range from
-    ``resolution``, the pixel size and the box). Trial ``b`` is made with
-    :func:`~emforge.protocols.sharpen.kernels.bfactor.b_iso_to_d_cut_filter`, ``b_sharpen =
-    b_iso_original - b``, ``d_cut = resolution`` (without ``resolution``: plain
-    ``exp(b_sharpen s^2/4)`` to Nyquist), all from one forward FFT.
-
-    ``method="adjusted_sa"``: per trial ``sa_ratio`` and ``n_regions`` as in
-    :func:`adjusted_surface_area` (solvent fraction estimated once from the input map);
-    ``region_weight`` (unless given) is fitted so that the most and the least sharpened trials
-    score the same (Phenix ``delta_ratio``; ``region_weight_default`` when the scan gives no
-    usable change); the best trial maximises ``sa_ratio - region_weight n_regions/target``.
-    ``method="kurtosis"``: the best trial has the highest :func:`kurtosis` (``sa_ratio`` and
-    ``n_regions`` are then not computed: NaN in the scan; ``region_weight`` NaN).
-    When the score curve is flat (spread within ``flat_tolerance`` of the median |score|, e.g.
-    an already sharpened map) the smallest change is kept: ``b_sharpen = 0`` (the map's B
-    unchanged, still blurred beyond ``resolution`` as every trial is) and ``notes`` says so.
+    1. The map's own B (``b_iso_original``) is the map B of :func:`.mapb.map_b` (fit range from
+       ``resolution``, the pixel size and the box). With ``remove_anisotropy`` (3D maps) the
+       overall B tensor is fitted (:func:`.aniso.fit_aniso_b`, ``aniso``) and its traceless
+       part removed from the map before the scan, as Phenix does (``remove_aniso``).
+    2. Trial ``b`` is the map sharpened by ``b_sharpen = b_iso_original - b`` with the
+       ``b_iso_to_d_cut`` filter (:func:`.bfactor.b_iso_to_d_cut_filter`: B mixed inside the
+       exponent, ``d_cut = resolution``, ``b_blur_hires``, ``k_sharpen``); without
+       ``resolution`` plain ``exp(b_sharpen s^2/4)`` to Nyquist. One forward FFT for all.
+    3. ``method="adjusted_sa"``: per trial ``sa_ratio`` and ``n_regions`` as in
+       :func:`adjusted_surface_area` (contour at ``contour_fraction`` of the molecular volume;
+       solvent fraction estimated once from the input); ``region_weight`` (unless given) by
+       :func:`_fit_region_weight` (Phenix ``delta_ratio`` clamped so that the trial at 37.5%
+       of the range beats both ends); the best trial maximises ``sa_ratio - region_weight
+       n_regions/target``. ``method="kurtosis"``: the highest :func:`kurtosis` (``sa_ratio``
+       and ``n_regions`` NaN in the scan; ``region_weight`` NaN).
+    4. A flat score (:func:`_pick_best`: no trial measurably better than the one nearest no
+       change) keeps the smallest change: ``b_sharpen = 0`` exactly (``b_iso`` = the map's
+       B; ``best`` = the scan row nearest it), the anisotropy not removed (``aniso`` None),
+       still blurred beyond ``resolution`` as every trial is; ``notes`` says so.
 
     Returns
     -------
@@ -247,6 +292,8 @@ def auto_sharpen(
         raise ValueError(f"method: {method!r} is not 'adjusted_sa' or 'kurtosis'")
     if int(n_steps) < 2 or not b_max > b_min:
         raise ValueError(f"n_steps: need >= 2 steps and b_max > b_min, got {n_steps}")
+    if not 0.0 < contour_fraction <= 1.0:
+        raise ValueError(f"contour_fraction: must be in (0, 1], got {contour_fraction}")
     d_cut = None if resolution is None else check_resolution(resolution, px, "resolution")
     fit = map_b(a, pixel_size=px, resolution=d_cut)
     b0 = fit.b
@@ -255,23 +302,30 @@ def auto_sharpen(
         raise ValueError(f"solvent_fraction: must be in [0, 1), got {solvent_fraction}")
     n_mol = (1.0 - sf) * a.size
     target = _target_regions(n_mol, px, 50.0)
-    trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen)
+    aniso = (
+        fit_aniso_b(a, pixel_size=px, resolution=d_cut)
+        if remove_anisotropy and a.ndim == 3
+        else None
+    )
+    trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen, aniso)
     bs = np.linspace(b_min, b_max, int(n_steps))
-    cols = _scan(trial, b0 - bs, n_mol, with_regions=method == "adjusted_sa")
+    cols = _scan(trial, b0 - bs, n_mol, contour_fraction, with_regions=method == "adjusted_sa")
+    bounds = (float("nan"), float("nan"))
     if method == "adjusted_sa":
         rw = region_weight
+        nr = cols["n_regions"] / target
         if rw is None:
-            rw = _fit_region_weight(
-                cols["sa_ratio"], cols["n_regions"] / target, region_weight_default
-            )
-        score = cols["sa_ratio"] - rw * cols["n_regions"] / target
+            rw, bounds = _fit_region_weight(cols["sa_ratio"], nr, bs, region_weight_default)
+        score = cols["sa_ratio"] - rw * nr
     else:
         rw, score = float("nan"), cols["kurtosis"].copy()
     best, flat_note = _pick_best(score, b0 - bs, flat_tolerance)
     scan = {"b_iso": bs, "b_sharpen": b0 - bs, "score": score, **cols}
-    # a flat score: no trial is better than leaving the map's B as it is (b_sharpen 0)
-    b_best = float(b0) if flat_note else float(bs[best])
     notes = list(fit.warnings) + ([flat_note] if flat_note else [])
+    b_best = float(b0) if flat_note else float(bs[best])
+    if flat_note and aniso is not None:  # the smallest change: the anisotropy is kept as well
+        aniso = None
+        trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen, None)
     result = AutoSharpenResult(
         trial(b0 - b_best),
         method,
@@ -286,63 +340,108 @@ def auto_sharpen(
         scan,
         notes,
     )
-    result.map_b_fit_range = fit.fit_range
+    result.map_b_fit_range, result.region_weight_bounds, result.aniso = fit.fit_range, bounds, aniso
     return result
 
 
-def _pick_best(score: np.ndarray, b_sharpen: np.ndarray, tolerance: float):
-    """Index of the best trial and a note when the score curve is flat.
+def _roughness(score: np.ndarray) -> float:
+    """Noise of a score curve: the rms residual of each score about a local quadratic through
+    it and its two neighbours on each side (5-point Savitzky-Golay, coefficients (-3, 12, 17,
+    12, -3)/35, exact for a quadratic, so the curvature of the curve is not counted as noise),
+    scaled by ``1/sqrt(1 - 17/35)`` to the scatter of one score. 0 with fewer than 5 trials."""
+    if score.size < 5:
+        return 0.0
+    sg = np.array([-3.0, 12.0, 17.0, 12.0, -3.0]) / 35.0
+    resid = score[2:-2] - np.convolve(score, sg, mode="valid")
+    return float(np.sqrt(np.mean(resid**2) / (1.0 - 17.0 / 35.0)))
 
-    The curve is flat when its spread (max - min) is at most ``tolerance`` x the median |score|
-    (at least 1e-6): no trial is measurably better, so the map's B is left as it is
-    (b_sharpen 0; the index is the trial nearest to that) and the note says so. Otherwise the
-    highest score wins.
+
+def _pick_best(score: np.ndarray, b_sharpen: np.ndarray, tolerance: float = FLAT_TOLERANCE):
+    """Index of the chosen trial and a note when the score curve is flat.
+
+    ``best`` is the highest score and ``z`` the trial nearest ``b_sharpen = 0`` (no change).
+    The curve is *flat* when ``score[best] - score[z] <= tolerance x roughness``
+    (:func:`_roughness`, the scatter of the curve about its neighbours): the best trial is
+    not measurably better than leaving the map's B as it is; also when the whole curve spreads
+    over at most ``FLAT_SPREAD`` (1%) of its median |score| (e.g. every score equal).
+    Then ``z`` is chosen (the smallest change) and the note says so; otherwise ``best`` and an
+    empty note. Measured on EMD-3488 (21 trials): the deposited, already sharpened map gives a
+    gap of 2.3 (at 3.0 Å) and 3.2 (3.2 Å) x the roughness; the map blurred by B = 100 gives 20
+    (no noise) and 6.6-17 (noisy half-map averages, three noise seeds, 80^3 and 100^3 boxes),
+    blurred by 150 gives 16. Blurred by only 50 it gives 3.3: a mild blur the score cannot tell
+    from none, reported as flat.
     """
-    spread = float(np.ptp(score))
-    if spread <= tolerance * max(float(np.median(np.abs(score))), 1e-6):
-        pick = int(np.argmin(np.abs(b_sharpen)))
-        return pick, (
-            f"flat auto-sharpen score (spread {spread:.3g}, within {100 * tolerance:g}% of its "
-            f"size over all {score.size} trials): kept the smallest change, b_sharpen 0 "
-            "(the map's B unchanged)"
+    best = int(np.argmax(score))
+    z = int(np.argmin(np.abs(b_sharpen)))
+    gap, rough = float(score[best] - score[z]), _roughness(score)
+    level = FLAT_SPREAD * max(float(np.median(np.abs(score))), 1e-12)
+    still = float(np.ptp(score)) <= level
+    if not still and (z == best or gap > tolerance * rough):
+        return best, ""
+    if not still:
+        why = (
+            f"the best trial (b_sharpen {b_sharpen[best]:+.1f} Å²) scores only {gap:.3g} above "
+            f"the one nearest no change (b_sharpen {b_sharpen[z]:+.1f} Å²), within "
+            f"{tolerance:g} x the curve's roughness ({rough:.3g})"
         )
-    return int(np.argmax(score)), ""
+    else:
+        why = f"the score varies by {float(np.ptp(score)):.3g} over all {score.size} trials"
+    return z, f"flat auto-sharpen score: {why}; kept the smallest change (b_sharpen 0)"
 
 
-def _scan(trial, b_sharpen: np.ndarray, n_mol: float, *, with_regions: bool) -> dict:
+def _scan(trial, b_sharpen: np.ndarray, n_mol: float, contour: float, *, with_regions: bool):
     """Kurtosis (and sa_ratio, n_regions when ``with_regions``) of every trial map."""
     cols = {k: np.full(b_sharpen.size, np.nan) for k in ("sa_ratio", "n_regions", "kurtosis")}
     for i, b in enumerate(b_sharpen):
         m = trial(b)
         cols["kurtosis"][i] = kurtosis(m)
         if with_regions:
-            sa, n, _ = _regions(m, n_mol, 0.2, 0.3)
+            sa, n, _ = _regions(m, n_mol, contour, 0.3)
             cols["sa_ratio"][i], cols["n_regions"][i] = sa, n
     return cols
 
 
-def _trial_maker(a: np.ndarray, px: float, d_cut, b_blur_hires: float, k_sharpen: float):
-    """Return ``trial(b_sharpen) -> map``: b_iso_to_d_cut sharpening from one forward FFT.
+def auto_filter(
+    shape, *, pixel_size: float, b_sharpen: float, d_cut=None, b_blur_hires: float = 200.0,
+    k_sharpen: float = 10.0, aniso=None,
+) -> np.ndarray:  # fmt: skip
+    """The Fourier filter of one trial (float32, rfft half-grid of a real box ``shape``).
 
-    With ``w`` = :func:`d_cut_weight`, the transform of a trial is
-    ``F w exp(b_sharpen s^2/4) + F (1-w) exp(-b_blur_hires s^2/4)``: the sharpened and the
-    blurred filters mixed linearly. :func:`~emforge.protocols.sharpen.kernels.bfactor.
-    b_iso_to_d_cut_filter` mixes the B values inside the exponent (as Phenix does); the scan
-    keeps the linear mix because the adjusted-surface-area score, whose region weight is not
-    yet bounded, under-sharpens with the other filter (masked CC 0.84 instead of 0.95 on the
-    EMD-3488 test case). Without ``d_cut`` it is ``F exp(b_sharpen s^2/4)``. The exponent is
-    clipped to +-60 (a float32 exp of a large B s^2 on a coarse map would overflow).
+    ``b_iso_to_d_cut_filter(s, b_sharpen, d_cut, b_blur_hires, k_sharpen)`` (the B mixed
+    inside the exponent), or ``exp(b_sharpen s^2/4)`` when ``d_cut`` is None, times
+    ``aniso_filter(aniso.aniso)`` when an :class:`.aniso.AnisoB` is given. The exponent of the
+    plain ramp is clipped to +-60 (a float32 exp of a large B s^2 on a coarse map overflows).
     """
-    F = rfftn(a)
-    s = spatial_frequency_rfft(a.shape, pixel_size=px)
-    q = s * s / np.float32(4.0)
-
-    def ramp(b: float) -> np.ndarray:
-        return np.exp(np.clip(np.float32(b) * q, -60.0, 60.0))
-
+    s = spatial_frequency_rfft(shape, pixel_size=pixel_size)
     if d_cut is None:
-        return lambda b: irfftn(F * ramp(b), shape=a.shape)
-    w = d_cut_weight(s, d_cut=d_cut, k_sharpen=k_sharpen)
-    Fw = F * w
-    Fblur = F * ((1.0 - w) * ramp(-b_blur_hires))
-    return lambda b: irfftn(Fw * ramp(b) + Fblur, shape=a.shape)
+        grid = np.exp(np.clip(np.float32(b_sharpen) * s * s / np.float32(4.0), -60.0, 60.0))
+    else:
+        grid = b_iso_to_d_cut_filter(
+            s, b_sharpen=b_sharpen, d_cut=d_cut, b_blur_hires=b_blur_hires, k_sharpen=k_sharpen
+        )
+    if aniso is not None:
+        grid = grid * aniso_filter(shape, aniso.aniso, pixel_size=pixel_size)
+    return grid.astype(np.float32, copy=False)
+
+
+def apply_auto_sharpening(map, result: AutoSharpenResult, *, pixel_size: float, **options):
+    """Apply the sharpening chosen by :func:`auto_sharpen` (``result``) to another map of the
+    same box (e.g. a half map): the same anisotropy removal and filter. ``options`` are the
+    ``b_blur_hires`` and ``k_sharpen`` given to :func:`auto_sharpen` (defaults otherwise)."""
+    a = check_map(map)
+    grid = auto_filter(
+        a.shape, pixel_size=check_pixel_size(pixel_size), b_sharpen=result.b_sharpen,
+        d_cut=result.d_cut, aniso=result.aniso, **options,
+    )  # fmt: skip
+    return irfftn(rfftn(a) * grid, shape=a.shape)
+
+
+def _trial_maker(a: np.ndarray, px: float, d_cut, b_blur_hires: float, k_sharpen: float, aniso):
+    """Return ``trial(b_sharpen) -> map`` (:func:`auto_filter`) from one forward FFT."""
+    F = rfftn(a)
+    if aniso is not None:
+        F = F * aniso_filter(a.shape, aniso.aniso, pixel_size=px)
+    opts = dict(d_cut=d_cut, b_blur_hires=b_blur_hires, k_sharpen=k_sharpen)
+    return lambda b: irfftn(
+        F * auto_filter(a.shape, pixel_size=px, b_sharpen=b, **opts), shape=a.shape
+    )

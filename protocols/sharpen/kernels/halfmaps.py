@@ -24,6 +24,7 @@ from emforge.numerics import (
 )
 
 from .bfactor import check_map, check_pixel_size
+from .refspec import expected_amplitude, fit_to_reference
 
 __all__ = ["HalfmapResult", "fsc_weight", "sharpen_halfmaps", "sharpen_halfmaps_phenix"]
 
@@ -232,6 +233,7 @@ def sharpen_halfmaps_phenix(
     guinier_d_max: float = 0.0,
     b_target: float = 0.0,
     lowpass: bool = False,
+    reference: str = "protein",
     rng=None,
 ) -> HalfmapResult:
     """Phenix half-map sharpening: per-shell scale = CC* x expected / observed amplitude.
@@ -243,17 +245,21 @@ def sharpen_halfmaps_phenix(
     correlates with it.
 
     Model of the expected amplitude ``E(s)``: the signal amplitude is estimated per shell as
-    ``CC* x observed`` (the signal fraction of the average's power is CC*^2); a Guinier line
-    ``ln E = a - B s^2/4`` is fitted to it from ``guinier_d_max`` to the resolution. Beyond
-    ``s0 = 1/guinier_d_max`` the expected amplitude is that line's value at ``s0`` falling off
-    smoothly with ``b_target`` (0: flat, a B = 0 map): ``E(s) = exp(a - B s0^2/4) *
-    exp(-b_target (s^2 - s0^2)/4)``. Below ``s0`` (where amplitudes follow the molecule's
-    shape rather than Wilson statistics) ``E`` is the estimated signal amplitude itself, so
+    ``CC* x observed`` (the signal fraction of the average's power is CC*^2). Beyond
+    ``s0 = 1/d_max`` of the map-B fit range (:mod:`.mapb`; ``guinier_d_max`` when given) the
+    expected amplitude follows the reference protein spectrum ``R(s)`` (:mod:`.refspec`, a
+    B = 0 protein map, which keeps the 4-5 Å bump of protein maps): ``ln(signal) - ln R = a -
+    B s^2/4`` is fitted over the fit range, and ``E(s) = exp(a - B s0^2/4) R(s)/R(s0) x
+    exp(-b_target (s^2 - s0^2)/4)`` (``b_target`` 0: a B = 0 protein map). With ``reference``
+    "guinier" (the earlier model) ``E`` is the Guinier line of the signal at ``s0``, flat beyond
+    (times the ``b_target`` term). Below ``s0`` (where amplitudes follow the molecule's shape
+    rather than Wilson statistics) ``E`` is the estimated signal amplitude itself, so
     low-resolution shells are only weighted by CC*. Unlike the RELION route the shell-to-shell
-    wiggles of the observed spectrum above ``s0`` are flattened ("shell sharpening").
+    wiggles of the observed spectrum above ``s0`` are replaced by the reference's shape
+    ("shell sharpening").
 
     Parameters are as for :func:`sharpen_halfmaps`, plus ``b_target`` (Angstrom^2, the B of the
-    expected map). ``b_factor`` in the result is ``b_target - B_fit`` (the equivalent overall
+    expected map) and ``reference`` ("protein", default, or "guinier"). ``b_factor`` in the result is ``b_target - B_fit`` (the equivalent overall
     B applied, RELION sign).
     """
     a, b, m, px = _prepare(half1, half2, mask, pixel_size)
@@ -267,7 +273,12 @@ def sharpen_halfmaps_phenix(
     _nyquist_note(fscres, px, notes)
     b_fit, intercept, grange = _guinier(s, sig, guinier_d_max, d_min, notes, a.shape, px)
     s0 = 1.0 / grange[0]
-    if np.isfinite(intercept):
+    ref = None
+    if reference == "protein" and np.isfinite(intercept):
+        ref = fit_to_reference(s, sig, d_max=grange[0], d_min=grange[1])
+    if ref is not None:
+        e_hi = expected_amplitude(s, intercept=ref[0], b=ref[1], d_max=grange[0], b_target=b_target)
+    elif np.isfinite(intercept):
         e_hi = np.exp(intercept - b_fit * s0**2 / 4.0 - b_target * (s**2 - s0**2) / 4.0)
     else:
         e_hi = sig

@@ -32,6 +32,7 @@ from emforge.numerics import (
 )
 
 from .bfactor import check_map, check_pixel_size, check_resolution
+from .refspec import expected_amplitude, fit_to_reference
 
 __all__ = [
     "ShellSharpenResult",
@@ -265,9 +266,17 @@ def _noise_power(F, F1, F2, g: _Grid, d: float):
     return np.maximum(np.broadcast_to(floor, p.shape), 1e-30).copy(), "noise floor"
 
 
-def _target(g: _Grid, s_iso, d, d_max, b_target):
-    """Expected amplitude beyond 1/d_max: the Guinier line of the signal, then b_target."""
+def _target(g: _Grid, s_iso, d, d_max, b_target, reference="protein"):
+    """Expected amplitude per coefficient beyond 1/d_max (float32): the reference protein
+    spectrum fitted to the signal amplitude (:mod:`.refspec`), or with ``reference`` "guinier"
+    the Guinier line of the signal at 1/d_max; then ``b_target``."""
     a_s = np.sqrt(s_iso)
+    fit = None
+    if reference == "protein":  # fewer than 3 shells: the Guinier line (of 2 shells)
+        fit = fit_to_reference(g.s_shell, a_s, d_max=d_max, d_min=d)
+    if fit is not None:
+        e = expected_amplitude(g.s, intercept=fit[0], b=fit[1], d_max=d_max, b_target=b_target)
+        return e.astype(np.float32)
     sel = (g.s_shell >= 1.0 / d_max) & (g.s_shell <= 1.0 / d) & (a_s > 0)
     if np.count_nonzero(sel) < 2:
         raise ValueError(f"resolution: fewer than 2 shells between {d_max} and {d} A")
@@ -326,6 +335,7 @@ def sharpen_shells(
     d_max: float = 10.0,
     b_target: float = 0.0,
     lowpass: bool = True,
+    reference: str = "protein",
 ) -> ShellSharpenResult:
     """Shell sharpening with anisotropic correction (Phenix anisotropic ``map_sharpening``).
 
@@ -339,8 +349,10 @@ def sharpen_shells(
     3. Signal power per shell and cone: ``<|c F|^2> - <c^2 N>`` (at least 0.1% of the power),
        smoothed over 3 shells in log; ``E^2 = N / S`` per coefficient.
     4. Shell sharpening: beyond ``1/d_max`` the signal is scaled to the expected amplitude
-       ``T(s)`` (the Guinier line of the isotropic signal amplitude at ``1/d_max``, falling
-       with ``b_target`` beyond): factor ``T(s) / sqrt(S(s, direction))``; 1 below.
+       ``T(s)``: the reference protein spectrum (:mod:`.refspec`) fitted to the isotropic
+       signal amplitude from ``d_max`` to ``resolution`` and anchored at ``1/d_max``, falling
+       with ``b_target`` beyond (``reference`` "guinier": the Guinier line of the signal at
+       ``1/d_max``, flat beyond); factor ``T(s) / sqrt(S(s, direction))``; 1 below.
     5. Every coefficient is multiplied by ``c x sharpening x 1/(1 + E^2)`` (and a
        raised-cosine low-pass at ``resolution`` when ``lowpass``).
 
@@ -352,8 +364,10 @@ def sharpen_shells(
     half1, half2 : ndarray float32, optional, same shape as ``map``
     anisotropic : bool, correct the anisotropy (True)
     d_max : float, Angstrom, low-resolution end of the fits and of shell sharpening (10)
-    b_target : float, Angstrom^2, B of the expected map beyond ``d_max`` (0: flat)
+    b_target : float, Angstrom^2, B of the expected map beyond ``d_max`` relative to the
+        reference (0: a B = 0 protein map)
     lowpass : bool, low-pass at ``resolution`` (True)
+    reference : "protein" (default) or "guinier", the expected fall-off beyond ``d_max``
 
     Returns
     -------
@@ -378,7 +392,7 @@ def sharpen_shells(
     pc_k, nc_k = g.per_cone(p * c2), g.per_cone(n_c)
     s_k = _smooth_log(np.maximum(pc_k - nc_k, 1e-3 * np.maximum(pc_k, 1e-30)))
     s_v = g.expand(s_k)
-    t = _target(g, s_k.mean(axis=1), d, d_max, float(b_target))
+    t = _target(g, s_k.mean(axis=1), d, d_max, float(b_target), reference)
     sharp = np.where(g.s >= 1.0 / d_max, t / np.sqrt(s_v), np.float32(1.0))
     grid = (np.sqrt(c2) * sharp / (1.0 + n_c / s_v)).astype(np.float32)
     if lowpass:

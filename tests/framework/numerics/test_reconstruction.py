@@ -199,3 +199,21 @@ def test_point_group_matrices_of_the_symmetry_module(emd64):
     bad = reconstruct_fourier(imgs, rots, symmetry=wrong).volume
     assert corr(c2, vol) > corr(plain, vol) + 0.01
     assert corr(bad, vol) < corr(plain, vol) - 0.1
+
+
+def test_private_grids_and_shared_planes_insert_the_same(monkeypatch):
+    """Both thread schemes of the inserter (module notes of _slice_kernels) give one result."""
+    from emforge.numerics import _slice_kernels, reconstruction
+
+    if _slice_kernels.num_threads() < 2:
+        pytest.skip("one numba thread: only the shared-grid scheme runs")
+    rng = np.random.default_rng(8)
+    imgs = rng.normal(size=(30, 16, 16)).astype(np.float32)
+    rots = random_rotations(30, seed=9)
+    split = insert_images(imgs, rots, kernel="gauss")
+    monkeypatch.setattr(reconstruction, "SPLIT_GRID_BYTES", 0)
+    shared = insert_images(imgs, rots, kernel="gauss")
+    np.testing.assert_allclose(
+        split.grid, shared.grid, rtol=1e-4, atol=1e-4 * np.abs(shared.grid).max()
+    )
+    assert split.count == shared.count == (15, 15)

@@ -255,3 +255,21 @@ def test_threshold_mask_soft_edge_is_a_raised_cosine_of_the_euclidean_distance()
         pts = np.array([20, 19, 21]) + t[:, None] * dvec
         vals = ndimage.map_coordinates(got, pts.T, order=1)
         assert np.all(np.diff(vals) <= 1e-6) and vals[0] == 1 and vals[-1] < 1e-3
+
+
+def test_lowpass_and_soft_edge_go_through_the_emforge_fft(monkeypatch):
+    from emforge.numerics import fft
+
+    calls = []
+    real_r, real_i = fft.rfftn, fft.irfftn
+    monkeypatch.setattr(fft, "rfftn", lambda a, **kw: calls.append("r") or real_r(a, **kw))
+    monkeypatch.setattr(fft, "irfftn", lambda f, **kw: calls.append("i") or real_i(f, **kw))
+    vol = np.zeros((20, 22, 24), np.float32)
+    vol[10, 11, 12] = 1.0
+    lp = A.gaussian_lowpass(vol, pixel_size=1.0, cutoff=0.1)
+    assert calls == ["r", "i"] and lp.dtype == np.float32
+    # the transfer exp(-s^2 / 2 fc^2) of a delta sums to 1 (DC gain) and peaks at the delta
+    assert lp.sum(dtype=np.float64) == pytest.approx(1.0, rel=1e-5)
+    assert np.unravel_index(np.argmax(lp), lp.shape) == (10, 11, 12)
+    mask = A.auto3d(vol, threshold=0.5, radius=2, nshellsgauss=3)
+    assert calls == ["r", "i", "r", "i"] and mask.dtype == np.float32

@@ -123,6 +123,13 @@ def _check_outputs(runs: dict, nid: str, source: str) -> np.ndarray:
     return mask
 
 
+def _same_mask(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal up to FFT rounding: two FFT plans of one shape may differ in the last bit, so a
+    voxel lying exactly at a threshold may flip; no more than 1 in 10^4 voxels may differ."""
+    assert got.shape == want.shape
+    assert (np.abs(got - want) > 1e-4).mean() < 1e-4
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     raw = path.read_bytes()
     assert raw[:8] == b"\x89PNG\r\n\x1a\n", path
@@ -149,7 +156,7 @@ def test_auto3d_automatic_on_real_maps(runs, name):
     w, h = _png_size(Path(row["workdir"]) / "extra" / "report.png")
     assert w > 600 and h > 200
     _, chosen = robust_auto_mask(data, pixel_size=src.pixel_size)
-    np.testing.assert_array_equal(mask, robust_auto_mask(data, pixel_size=src.pixel_size)[0])
+    _same_mask(mask, robust_auto_mask(data, pixel_size=src.pixel_size)[0])
     summary = row["summary"]
     assert summary.startswith("automatic parameters")
     for word in (
@@ -181,7 +188,7 @@ def test_eman2_rule_equals_the_eman2_kernel(runs):
     data, src = _map(runs, "m5625")
     mask = _check_outputs(runs, "eman2", "m5625")
     ref, chosen = auto_mask(data, pixel_size=src.pixel_size)
-    np.testing.assert_array_equal(mask, ref)
+    _same_mask(mask, ref)
     summary = run_row(Project.open(runs["project"]), runs["ids"]["eman2"])["summary"]
     for word in ("nmaxseed=24", f"nshells={chosen['nshells']}", f"vmax={chosen['vmax']:.4g}"):
         assert word in summary, (word, summary)
@@ -190,7 +197,7 @@ def test_eman2_rule_equals_the_eman2_kernel(runs):
 def test_auto3d_with_given_parameters_equals_the_kernel(runs):
     data, _ = _map(runs, "m1832")
     mask = _check_outputs(runs, "manual", "m1832")
-    np.testing.assert_array_equal(mask, auto3d(data, **MANUAL))
+    _same_mask(mask, auto3d(data, **MANUAL))
     # flood fill from the 50 highest voxels through value > mean + 2 std: every such voxel
     # 6-connected to a seed is inside (before the shells and the soft edge)
     thr = data.mean(dtype=np.float64) + 2 * data.std(dtype=np.float64)

@@ -42,6 +42,11 @@ PROTOCOLS = {
         {"mode": "b_iso", "b_iso": 0.0, "fit_d_min": "RES"},
         "map",
     ),
+    "bfactor_b_iso_fit_d_max": (
+        "sharpen.bfactor",
+        {"mode": "b_iso", "b_iso": 0.0, "fit_d_min": "RES", "fit_d_max": 120.0},
+        "map",
+    ),
     "bfactor_b_iso_to_d_cut": (
         "sharpen.bfactor",
         {"mode": "b_iso_to_d_cut", "b_iso": 0.0, "d_cut": "RES"},
@@ -58,6 +63,7 @@ PROTOCOLS = {
     "halfmaps_phenix": ("sharpen.halfmaps", {"method": "phenix"}, "avg"),
     "model": ("sharpen.model", {"model": str(MODEL.resolve()), "resolution": "RES"}, "map"),
     "shells": ("sharpen.shells", {"resolution": "RES"}, "avg"),
+    "shells_no_halves": ("sharpen.shells", {"resolution": "RES"}, "map"),
     "local_b_iso": ("sharpen.local", {"method": "b_iso", "resolution": "RES"}, "map"),
     "local_halfmap": ("sharpen.local", {"method": "halfmap", "resolution": "RES"}, "avg"),
 }

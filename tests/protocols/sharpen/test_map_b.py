@@ -26,6 +26,9 @@ from emforge.protocols.sharpen.kernels.mapb import (  # noqa: E402
 )
 
 EMFORGE = Path(sys.executable).with_name("emforge")
+DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+MAP = DATA / "maps" / "emd_3488.mrc"
+MODEL = DATA / "models" / "5me2.pdb"
 B_KNOWN = 80.0
 
 
@@ -90,9 +93,11 @@ PROTOCOLS = {
 }
 
 
-def _map_b_from_every_protocol(tmp: Path, halves, px: float, origin=None) -> dict[str, float]:
-    """Import the halves' average (with its halves), run every protocol; map B per protocol,
-    read from the summary sentence "map B (blur) = +X Å²" (and the step result)."""
+def _map_b_from_every_protocol(
+    tmp: Path, halves, px: float, origin=None, extra: dict | None = None
+) -> dict[str, float]:
+    """Import the halves' average (with its halves), run every protocol (and those of
+    ``extra``); map B per protocol, read from the summary sentence "map B (blur) = +X Å²"."""
     folder = tmp / "maps"
     folder.mkdir()
     paths = {}
@@ -111,7 +116,7 @@ def _map_b_from_every_protocol(tmp: Path, halves, px: float, origin=None) -> dic
     first = proj.run("sharpen.halfmaps", params={"method": "relion"}, inputs=inputs)
     res = float(re.search(r"resolution ([0-9.]+) Å", run_row(proj, first)["summary"]).group(1))
     out = {}
-    for name, (protocol, params) in PROTOCOLS.items():
+    for name, (protocol, params) in {**PROTOCOLS, **(extra or {})}.items():
         params = {k: (res if v == "RES" else v) for k, v in params.items()}
         rid = (
             first if name == "halfmaps_relion" else proj.run(protocol, params=params, inputs=inputs)
@@ -148,8 +153,9 @@ def test_every_protocol_gives_the_known_map_b_of_a_synthetic_map(tmp_path):
 
 @pytest.mark.slow
 def test_every_protocol_gives_the_same_map_b_on_emd_3488(tmp_path, halves):
-    got = _map_b_from_every_protocol(tmp_path, halves, 1.05)
+    got = _map_b_from_every_protocol(tmp_path, halves, 1.05, extra=_model_protocol())
     got.pop("_show")
+    assert "model" in got
     values = np.array(list(got.values()))
     assert np.ptp(values) <= 2.0, got
     # the halves' average carries the deposited map's B (about +10 at 3.2-3.5 Å) + 100, less
@@ -157,15 +163,50 @@ def test_every_protocol_gives_the_same_map_b_on_emd_3488(tmp_path, halves):
     assert 40.0 < values.mean() < 130.0, got
 
 
+def _model_protocol() -> dict:
+    """sharpen.model with 5ME2, which fits EMD-3488 in its own frame."""
+    if not MODEL.is_file():
+        pytest.skip(f"real test data missing: {MODEL}")
+    return {"model": ("sharpen.model", {"model": str(MODEL.resolve()), "resolution": "RES"})}
+
+
+@pytest.mark.slow
+def test_every_single_map_protocol_gives_the_same_map_b_on_the_deposited_emd_3488(tmp_path):
+    """The deposited (already sharpened) EMD-3488 map alone, at its 3.2 Å: sharpen.bfactor,
+    sharpen.auto, sharpen.shells, sharpen.local and sharpen.model report one map B."""
+    from emforge.io import read_info
+
+    if not MAP.is_file():
+        pytest.skip(f"real test data missing: {MAP}")
+    proj = Project.init(tmp_path / "P")
+    vid = proj.run("import.volume", params={"path": str(MAP)})
+    assert read_info(MAP).voxel_size[0] == pytest.approx(1.05)
+    single = {k: v for k, v in PROTOCOLS.items() if k in ("bfactor", "bfactor_b_iso", "auto")}
+    single |= {"shells": ("sharpen.shells", {"resolution": "RES"})}
+    single |= {"local_b_iso": ("sharpen.local", {"method": "b_iso", "resolution": "RES"})}
+    got = {}
+    for name, (protocol, params) in {**single, **_model_protocol()}.items():
+        params = {k: (3.2 if v == "RES" else v) for k, v in params.items()}
+        rid = proj.run(protocol, params=params, inputs={"volume": f"{vid}.volume"})
+        summary = run_row(proj, rid)["summary"]
+        found = re.findall(r"map B \(blur\) = ([+-][0-9.]+) Å²", summary)
+        assert found, f"{name}: no map B sentence in the summary:\n{summary}"
+        got[name] = float(found[0])
+    assert np.ptp(list(got.values())) <= 2.0, got
+    # the deposited map is already sharpened: a small map B (the data README: about -8 Å²
+    # over a wider range; +10 at 10-3.2 Å)
+    assert -20.0 < np.mean(list(got.values())) < 25.0, got
+
+
 def test_flat_auto_sharpen_score_keeps_the_smallest_change():
     from emforge.protocols.sharpen.kernels.auto import _pick_best
 
     b_sharpen = np.linspace(110.0, -290.0, 21)  # b_iso -100 ... 300 for a map B of 10
     flat = 3.0 + 0.01 * np.sin(np.arange(21))  # spread 0.02: 0.7% of the score
-    i, note = _pick_best(flat, b_sharpen, 0.02)
+    i, note = _pick_best(flat, b_sharpen)
     assert b_sharpen[i] == pytest.approx(10.0) and "flat auto-sharpen score" in note
     peaked = 3.0 - 0.002 * (np.arange(21) - 4) ** 2  # a real optimum at b_sharpen 30
-    i, note = _pick_best(peaked, b_sharpen, 0.02)
+    i, note = _pick_best(peaked, b_sharpen)
     assert b_sharpen[i] == pytest.approx(30.0) and note == ""
 
 
