@@ -139,12 +139,14 @@ def _mirror(a: np.ndarray) -> np.ndarray:
 def _footprints(a: np.ndarray, nang: int) -> np.ndarray:
     """Angular rfft of the polar Fourier amplitude, ring means removed: (n, rings, nang//2+1)."""
     n = a.shape[1]
-    amp = np.abs(np.fft.fftshift(np.fft.fft2(a - a.mean((1, 2), keepdims=True)), axes=(1, 2)))
+    amp = np.abs(
+        np.fft.fftshift(_fft.fftn(a - a.mean((1, 2), keepdims=True), axes=(1, 2)), axes=(1, 2))
+    )
     op, radii = _polar_operator(n, nang)
     pol = (op @ amp.reshape(a.shape[0], -1).T).T.reshape(a.shape[0], radii.size, nang)
     pol = pol - pol.mean(-1, keepdims=True)
     pol *= np.sqrt(radii)[None, :, None]  # area weight of a ring: sum_r r (A . B) over theta
-    return np.fft.rfft(pol, axis=-1).astype(np.complex64)
+    return _fft.rfftn(pol, axes=(-1,)).astype(np.complex64)
 
 
 def _rotated_spectra(a: np.ndarray, nang: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +196,7 @@ def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, thre
     fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
     c = np.matmul(np.ascontiguousarray(fa), np.ascontiguousarray(fp_b.transpose(2, 1, 0)))
     c = c.reshape(c.shape[0], 2, -1, c.shape[2]).transpose(1, 2, 3, 0)
-    j = np.argmax(np.fft.irfft(c, n=nang, axis=-1), axis=-1)  # (2, Nc, Mc)
+    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (2, Nc, Mc)
     nidx = np.arange(j.shape[1])[None, :, None]
     g = a_spec[np.arange(2)[:, None, None], nidx, j]  # (2, Nc, Mc, P)
     ea = a_energy[np.arange(2)[:, None, None], nidx, j]

@@ -1,7 +1,9 @@
-"""Real-to-complex FFTs with cached pyFFTW plans and a transparent scipy.fft fallback.
+"""FFTs through pyFFTW plans: cheap (estimated) plans for new shapes, measured plans for shapes
+that repeat often or have wisdom from an earlier process; scipy.fft as the fallback.
 
-Every FFT in emforge goes through :func:`rfftn` / :func:`irfftn` so that plans are made once
-per (shape, dtype, axes, threads) and reused.
+Every FFT in emforge goes through :func:`rfftn` / :func:`irfftn` (real data) or :func:`fftn` /
+:func:`ifftn` (complex data) so that the thread setting and the planning policy are the same
+everywhere.
 
 Conventions
 -----------
@@ -10,37 +12,67 @@ Conventions
   Other real dtypes (integers, float16) are converted to ``float32`` first.
 * The forward transform is unnormalised and the inverse carries the ``1/N`` factor, exactly as
   :func:`numpy.fft.rfftn` / :func:`numpy.fft.irfftn`. The half axis is the last transformed axis.
-* Outputs are fresh arrays the caller owns (never a plan's internal buffer).
+* Outputs are fresh arrays the caller owns (never a plan's internal buffer); inputs are never
+  modified.
 
 Threads
 -------
-``threads`` defaults to ``$EMFORGE_FFT_THREADS`` or else :func:`os.cpu_count`. The PyPI pyFFTW
-wheel threads through OpenMP: with ``OMP_NUM_THREADS=1`` in the environment, ``threads > 1``
-silently runs on one core. On a machine already busy with other work, OpenMP's spinning
-threads made ``threads=2`` up to 10x *slower* than 1 (100^3 c2r: 2.5 ms quiet, 15-60 ms under
-a load of 5 on 2 cores), so importing this module sets ``OMP_WAIT_POLICY=PASSIVE`` in the
-environment unless it is already set; ``EMFORGE_FFT_THREADS=1`` is the other remedy.
+``threads`` defaults to ``$EMFORGE_FFT_THREADS`` or else :func:`os.cpu_count`, for pyFFTW and
+scipy alike. The PyPI pyFFTW wheel threads through OpenMP: with ``OMP_NUM_THREADS=1`` in the
+environment, ``threads > 1`` silently runs on one core. On a machine already busy with other
+work, OpenMP's spinning threads made ``threads=2`` up to 10x *slower* than 1 (100^3 c2r:
+2.5 ms quiet, 15-60 ms under a load of 5 on 2 cores), so importing this module sets
+``OMP_WAIT_POLICY=PASSIVE`` in the environment unless it is already set.
 
-Planning
---------
-Plans use ``FFTW_MEASURE`` by default (about 2x faster than ``FFTW_ESTIMATE`` on 256^3, costs
-0.25-1 s of planning once per shape); set ``EMFORGE_FFTW_EFFORT=FFTW_ESTIMATE`` in the
-environment, or pass ``planner_effort``, to plan faster. :func:`export_wisdom` /
-:func:`import_wisdom` save and restore the planning results between processes. When pyFFTW is
-not importable, or making a plan fails, the same call is answered by :mod:`scipy.fft` with
-``workers=threads``.
+Planning (which plan answers a call)
+------------------------------------
+Measuring an FFTW plan (``FFTW_MEASURE``) costs 0.4-1.5 s per shape on one thread (7-47 times
+a :func:`scipy.fft.rfftn` of that shape; more with threads), more than a one-off map needs,
+while an ``FFTW_ESTIMATE`` plan costs milliseconds and ran 1.3-2.4x faster than scipy.fft and
+as fast as the measured plan at 64^3-128^3 (one thread). So, per problem (kind, shape, dtype,
+axes, threads):
+
+1. a plan already made in this process answers;
+2. else, when FFTW wisdom from an earlier process (the cache file below) holds a measured plan
+   for the problem, that plan is made from the wisdom alone (milliseconds);
+3. else an ``FFTW_ESTIMATE`` plan answers (scipy.fft for problems of 2^22 elements or more,
+   about 161^3: from 160^3 up measured FFTW plans were no faster than scipy.fft, and an
+   estimated one was slower at 256^3), and at the ``$EMFORGE_FFTW_MEASURE_AFTER``-th call of
+   the problem (default 64, about where measuring pays for itself) a measured plan replaces
+   it, which the wisdom cache keeps for later processes.
+
+``planner_effort=`` (or ``$EMFORGE_FFTW_EFFORT``) asks for a plan of that effort at the first
+call. When pyFFTW is not importable, or making a plan fails, :mod:`scipy.fft` answers with
+``workers=threads``. :func:`path_counts` says how many calls each path answered.
+
+Wisdom cache
+------------
+Wisdom is read from :func:`wisdom_cache_path` (``$XDG_CACHE_HOME/emforge/fftw-wisdom.txt``)
+before the first plan of a process and written back at exit (and at the end of every run) when
+the process measured a new plan: under a file lock, merged with what other processes wrote, by
+an atomic rename. ``EMFORGE_FFTW_WISDOM=0`` turns the cache off (neither read nor written). A
+damaged cache file is ignored with a warning.
 """
 
 from __future__ import annotations
 
-import base64
+import atexit
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import scipy.fft as _sfft
+
+from ._fftw_wisdom import (
+    _WISDOM,
+    _load_wisdom_cache,
+    export_wisdom,
+    import_wisdom,
+    save_wisdom_cache,
+    wisdom_cache_path,
+)
 
 # OpenMP threads that spin while waiting make threaded FFTW several times slower than one
 # thread as soon as the machine has other work (measured on 2 shared cores). Sleep instead,
@@ -49,22 +81,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # pragma: no cover - exercised implicitly
     import pyfftw
-    import pyfftw.builders as _builders
 
     _HAVE_PYFFTW = True
 except ImportError:  # pragma: no cover - depends on the environment
     pyfftw = None
-    _builders = None
     _HAVE_PYFFTW = False
 
 __all__ = [
     "rfftn",
     "irfftn",
+    "fftn",
+    "ifftn",
     "rfft_shape",
     "backend",
     "default_threads",
     "clear_plan_cache",
     "plan_cache_size",
+    "path_counts",
     "export_wisdom",
     "import_wisdom",
     "save_wisdom_cache",
@@ -72,14 +105,17 @@ __all__ = [
 ]
 
 _EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
-_PLANS: dict[tuple, tuple[object, threading.Lock]] = {}
-_CACHE_LOCK = threading.Lock()
 _MAX_PLANS = 64
+_PLANS: dict[tuple, _Plan] = {}
+_SEEN: dict[tuple, int] = {}  # calls of large problems answered by scipy.fft so far
+_LARGE = 1 << 22  # elements (~161^3): from here scipy.fft answers until a shape repeats
+_CACHE_LOCK = threading.Lock()
+_COUNTS = {"scipy": 0, "estimate": 0, "plan": 0, "wisdom": 0, "measured": 0}
 _force_scipy = False
 
 
 def backend() -> str:
-    """Name of the library answering FFT calls: ``"pyfftw"`` or ``"scipy"``."""
+    """Library that answers FFT calls once plans exist: ``"pyfftw"`` or ``"scipy"``."""
     return "pyfftw" if (_HAVE_PYFFTW and not _force_scipy) else "scipy"
 
 
@@ -93,6 +129,7 @@ def _after_fork_in_child() -> None:
     global _FORKED
     _FORKED = True
     _PLANS.clear()
+    _SEEN.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -110,9 +147,15 @@ def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _effort(planner_effort: str | None) -> str:
-    eff = planner_effort or os.environ.get("EMFORGE_FFTW_EFFORT", "FFTW_MEASURE")
-    if eff not in _EFFORTS:
+def _measure_after() -> int:
+    env = os.environ.get("EMFORGE_FFTW_MEASURE_AFTER", "")
+    return max(1, int(env)) if env.strip().isdigit() else 64
+
+
+def _effort(planner_effort: str | None) -> str | None:
+    """The effort asked for explicitly (argument, else environment), or None (adaptive)."""
+    eff = planner_effort or os.environ.get("EMFORGE_FFTW_EFFORT") or None
+    if eff is not None and eff not in _EFFORTS:
         raise ValueError(f"planner_effort: {eff!r} is not one of {', '.join(_EFFORTS)}")
     return eff
 
@@ -154,39 +197,148 @@ def _as_complex(f: np.ndarray) -> np.ndarray:
     return f
 
 
-def _get_plan(kind: str, shape, dtype, axes, threads, effort, real_shape):
-    key = (kind, shape, np.dtype(dtype).str, axes, threads, effort, real_shape)
+# --------------------------------------------------------------------------- plans
+
+
+class _Plan:
+    """One FFTW plan with its own aligned buffers; executed under its lock.
+
+    ``execute`` runs on the caller's array when it has the plan's dtype, strides and alignment
+    and the transform preserves its input (r2c, c2c); otherwise (c2r always: FFTW destroys the
+    input of a multi-dimensional c2r) the input is copied once into the plan's buffer. The
+    output is written straight into a fresh aligned array that the caller owns.
+    """
+
+    def __init__(self, kind, in_shape, in_dtype, out_shape, out_dtype, axes, threads, flags):
+        self.buf_in = pyfftw.empty_aligned(in_shape, dtype=in_dtype)
+        self.buf_out = pyfftw.empty_aligned(out_shape, dtype=out_dtype)
+        backward = kind in ("c2r", "c2c-")
+        self.fftw = pyfftw.FFTW(
+            self.buf_in,
+            self.buf_out,
+            axes=axes,
+            direction="FFTW_BACKWARD" if backward else "FFTW_FORWARD",
+            flags=flags,
+            threads=threads,
+        )
+        real = out_shape if kind == "c2r" else in_shape
+        n = int(np.prod([real[a] for a in axes]))
+        self.scale = out_dtype.type(1.0 / n) if backward else None
+        self.copy_in = kind == "c2r"
+        self.threads = threads
+        self.provisional = False  # an FFTW_ESTIMATE plan made by the default policy
+        self.calls = 1
+        self.lock = threading.Lock()
+
+    def _direct(self, x: np.ndarray) -> bool:
+        return (
+            not self.copy_in
+            and x.dtype == self.buf_in.dtype
+            and x.strides == self.buf_in.strides
+            and x.ctypes.data % pyfftw.simd_alignment == 0
+        )
+
+    def execute(self, x: np.ndarray) -> np.ndarray:
+        out = pyfftw.empty_aligned(self.buf_out.shape, dtype=self.buf_out.dtype)
+        with self.lock:
+            src = x if self._direct(x) else self.buf_in
+            if src is self.buf_in:
+                np.copyto(self.buf_in, x)
+            try:
+                self.fftw.update_arrays(src, out)
+            except ValueError:  # e.g. a read-only or oddly strided view: go through the buffer
+                np.copyto(self.buf_in, x)
+                self.fftw.update_arrays(self.buf_in, out)
+            try:
+                self.fftw.execute()
+            finally:  # do not keep the caller's arrays alive in the cache
+                self.fftw.update_arrays(self.buf_in, self.buf_out)
+        if self.scale is not None:
+            out *= self.scale
+        return out
+
+
+def _make_plan(key: tuple, flags: tuple[str, ...]) -> _Plan:
+    kind, shape, dtype, axes, threads, real_shape = key[:6]
+    dt = np.dtype(dtype)
+    cdt = np.result_type(dt, np.complex64)
+    if kind == "r2c":
+        return _Plan(kind, shape, dt, rfft_shape(shape, axes), cdt, axes, threads, flags)
+    if kind == "c2r":
+        rdt = np.dtype(np.float32 if dt == np.complex64 else np.float64)
+        return _Plan(kind, shape, dt, real_shape, rdt, axes, threads, flags)
+    return _Plan(kind, shape, dt, shape, dt, axes, threads, flags)
+
+
+def _new_plan(key: tuple, effort: str | None) -> tuple[_Plan | None, str]:
+    """A plan for a problem without one in this process, and how it was made; None when
+    scipy.fft should answer (large problems until they repeat)."""
+    _load_wisdom_cache()
+    if effort is not None:
+        return _make_plan(key, (effort,)), "measured" if effort != _EFFORTS[0] else "estimate"
+    if _WISDOM["imported"]:
+        with contextlib.suppress(RuntimeError):  # FFTW: no wisdom for this problem
+            return _make_plan(key, ("FFTW_MEASURE", "FFTW_WISDOM_ONLY")), "wisdom"
+    if _measure_after() <= 1:
+        return _make_plan(key, ("FFTW_MEASURE",)), "measured"
+    if int(np.prod(key[1])) >= _LARGE:  # scipy.fft is as fast as FFTW here: no plan yet
+        return None, "scipy"
+    plan = _make_plan(key, ("FFTW_ESTIMATE",))
+    plan.provisional = True
+    return plan, "estimate"
+
+
+def _get_plan(key: tuple, effort: str | None) -> _Plan | None:
+    """The cached plan for ``key``, or a new one, or None (scipy.fft answers). A provisional
+    (estimated) plan, or scipy for a large problem, is replaced by a measured plan at the
+    problem's ``$EMFORGE_FFTW_MEASURE_AFTER``-th call."""
     with _CACHE_LOCK:
         hit = _PLANS.get(key)
-    if hit is not None:
+    if hit is not None and not hit.provisional:
+        _COUNTS["plan"] += 1
         return hit
-    _load_wisdom_cache()
-    _WISDOM["new_plans"] += 1
-    dummy = pyfftw.empty_aligned(shape, dtype=dtype)
-    dummy[...] = 0
-    if kind == "r2c":
-        plan = _builders.rfftn(
-            dummy, axes=axes, threads=threads, planner_effort=effort, avoid_copy=False
-        )
+    if hit is not None:
+        hit.calls += 1
+        if hit.calls < _measure_after():
+            _COUNTS["estimate"] += 1
+            return hit
+        plan, source = _make_plan(key, ("FFTW_MEASURE",)), "measured"
     else:
-        s = tuple(real_shape[a] for a in axes)
-        plan = _builders.irfftn(
-            dummy, s=s, axes=axes, threads=threads, planner_effort=effort, avoid_copy=False
-        )
-    entry = (plan, threading.Lock())
+        plan, source = _new_plan(key, effort)
+        if plan is None:
+            with _CACHE_LOCK:
+                seen = _SEEN[key] = _SEEN.get(key, 0) + 1
+            if seen < _measure_after():
+                return None
+            plan, source = _make_plan(key, ("FFTW_MEASURE",)), "measured"
+    if source == "measured":
+        _WISDOM["new_plans"] += 1
+        if not _WISDOM["atexit"]:
+            _WISDOM["atexit"] = True
+            atexit.register(save_wisdom_cache)
+    _COUNTS[source] += 1
     with _CACHE_LOCK:
-        if len(_PLANS) >= _MAX_PLANS:
+        if key not in _PLANS and len(_PLANS) >= _MAX_PLANS:
             _PLANS.pop(next(iter(_PLANS)))
-        _PLANS.setdefault(key, entry)
-        return _PLANS[key]
+        _PLANS[key] = plan
+        _SEEN.pop(key, None)
+    return plan
 
 
-def _execute(plan, lock: threading.Lock, data: np.ndarray) -> np.ndarray:
-    # Copy into the plan's own buffers: passing ``data`` to ``plan(data)`` may make FFTW adopt
-    # the caller's array as its input (and a c2r transform destroys its input).
-    with lock:
-        plan.input_array[...] = data
-        return np.array(plan(), copy=True)
+def _planned(kind, x, axes, threads, real_shape, effort) -> np.ndarray | None:
+    """``x`` transformed by a pyFFTW plan, or None when scipy.fft should answer."""
+    if backend() != "pyfftw":
+        return None
+    key = (kind, x.shape, x.dtype.str, axes, threads, real_shape, effort or "FFTW_MEASURE")
+    try:
+        plan = _get_plan(key, effort)
+        return None if plan is None else plan.execute(x)
+    except (ValueError, TypeError, RuntimeError, MemoryError):
+        return None
+
+
+def _threads(threads: int | None) -> int:
+    return 1 if _FORKED else (int(threads) if threads else default_threads())
 
 
 def rfftn(
@@ -205,9 +357,10 @@ def rfftn(
     axes : sequence of int, optional
         Axes to transform, increasing; the last one becomes the half (n//2+1) axis.
     threads : int, optional
-        FFTW threads (default ``os.cpu_count()``); scipy ``workers`` in the fallback.
+        FFTW threads / scipy ``workers`` (default :func:`default_threads`).
     planner_effort : str, optional
-        ``"FFTW_ESTIMATE"``, ``"FFTW_MEASURE"`` (default) ...
+        ``"FFTW_ESTIMATE"``, ``"FFTW_MEASURE"`` ...: plan with that effort at once. By default
+        the planning policy of the module docstring applies.
 
     Returns
     -------
@@ -216,14 +369,11 @@ def rfftn(
     """
     a = _as_real(a)
     ax = _norm_axes(a.ndim, axes)
-    nthr = 1 if _FORKED else (int(threads) if threads else default_threads())
-    effort = _effort(planner_effort)
-    if backend() == "pyfftw":
-        try:
-            plan, lock = _get_plan("r2c", a.shape, a.dtype, ax, nthr, effort, None)
-            return _execute(plan, lock, a)
-        except (ValueError, TypeError, RuntimeError, MemoryError):
-            pass
+    nthr = _threads(threads)
+    out = _planned("r2c", a, ax, nthr, None, _effort(planner_effort))
+    if out is not None:
+        return out
+    _COUNTS["scipy"] += 1
     return _sfft.rfftn(a, axes=ax, workers=nthr)
 
 
@@ -259,22 +409,48 @@ def irfftn(
         real_shape = tuple(int(n) for n in shape)
         if rfft_shape(real_shape, ax) != f.shape:
             raise ValueError(f"shape: {real_shape} does not match a half-grid of {f.shape}")
-    nthr = 1 if _FORKED else (int(threads) if threads else default_threads())
-    effort = _effort(planner_effort)
-    if backend() == "pyfftw":
-        try:
-            plan, lock = _get_plan("c2r", f.shape, f.dtype, ax, nthr, effort, real_shape)
-            return _execute(plan, lock, f)
-        except (ValueError, TypeError, RuntimeError, MemoryError):
-            pass
+    nthr = _threads(threads)
+    out = _planned("c2r", f, ax, nthr, real_shape, _effort(planner_effort))
+    if out is not None:
+        return out
+    _COUNTS["scipy"] += 1
     s = tuple(real_shape[a] for a in ax)
     return _sfft.irfftn(f, s=s, axes=ax, workers=nthr)
 
 
+def fftn(
+    a: np.ndarray,
+    *,
+    axes: Sequence[int] | None = None,
+    threads: int | None = None,
+    inverse: bool = False,
+) -> np.ndarray:
+    """Complex FFT over ``axes`` (all by default), like :func:`numpy.fft.fftn`; with
+    ``inverse=True`` like :func:`numpy.fft.ifftn` (1/N). Real input is taken as complex;
+    complex64 (float32 input) stays complex64. Same planning policy and threads as
+    :func:`rfftn`; ``a`` is not modified."""
+    a = np.asarray(a)
+    a = _as_complex(a) if np.iscomplexobj(a) else _as_real(a).astype(np.result_type(a, "c8"))
+    ax = _norm_axes(a.ndim, axes)
+    nthr = _threads(threads)
+    kind = "c2c-" if inverse else "c2c+"
+    out = _planned(kind, a, ax, nthr, None, _effort(None))
+    if out is not None:
+        return out
+    _COUNTS["scipy"] += 1
+    return (_sfft.ifftn if inverse else _sfft.fftn)(a, axes=ax, workers=nthr)
+
+
+def ifftn(a: np.ndarray, *, axes: Sequence[int] | None = None, threads: int | None = None):
+    """Inverse complex FFT (1/N), :func:`fftn` with ``inverse=True``."""
+    return fftn(a, axes=axes, threads=threads, inverse=True)
+
+
 def clear_plan_cache() -> None:
-    """Forget every cached plan (wisdom stays in FFTW's memory)."""
+    """Forget every cached plan and the per-shape call counts (wisdom stays in FFTW's memory)."""
     with _CACHE_LOCK:
         _PLANS.clear()
+        _SEEN.clear()
 
 
 def plan_cache_size() -> int:
@@ -282,69 +458,8 @@ def plan_cache_size() -> int:
     return len(_PLANS)
 
 
-def wisdom_cache_path() -> Path:
-    """Where measured plans are kept between processes: ``$XDG_CACHE_HOME/emforge/fftw-wisdom.txt``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "emforge" / "fftw-wisdom.txt"
-
-
-_WISDOM = {"loaded": False, "new_plans": 0}
-
-
-def _load_wisdom_cache() -> None:
-    """Import the cached wisdom once per process, before the first plan is made."""
-    if _WISDOM["loaded"]:
-        return
-    _WISDOM["loaded"] = True
-    if os.environ.get("EMFORGE_FFTW_WISDOM", "1") != "0":
-        import_wisdom(wisdom_cache_path())
-
-
-def save_wisdom_cache() -> bool:
-    """Write this process's wisdom to :func:`wisdom_cache_path` (atomically) if it planned anything
-    and ``EMFORGE_FFTW_WISDOM`` is not ``0``."""
-    if (
-        not _HAVE_PYFFTW
-        or not _WISDOM["new_plans"]
-        or os.environ.get("EMFORGE_FFTW_WISDOM", "1") == "0"
-    ):
-        return False
-    path = wisdom_cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        export_wisdom(tmp)
-        os.replace(tmp, path)
-    except OSError:  # a cache that cannot be written only costs planning time
-        return False
-    _WISDOM["new_plans"] = 0
-    return True
-
-
-def export_wisdom(path: str | os.PathLike) -> bool:
-    """Write FFTW's accumulated wisdom to ``path`` (text, three base64 lines).
-
-    Returns False (and writes nothing) when pyFFTW is not available.
-    """
-    if not _HAVE_PYFFTW:
-        return False
-    lines = [base64.b64encode(w).decode("ascii") for w in pyfftw.export_wisdom()]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="ascii")
-    return True
-
-
-def import_wisdom(path: str | os.PathLike) -> bool:
-    """Load wisdom written by :func:`export_wisdom`; returns True when FFTW accepted it.
-
-    A missing or unreadable file returns False: wisdom is only a speed-up.
-    """
-    if not _HAVE_PYFFTW:
-        return False
-    try:
-        lines = Path(path).read_text(encoding="ascii").split()
-        wisdom = tuple(base64.b64decode(x) for x in lines)
-    except (OSError, ValueError):
-        return False
-    if len(wisdom) != 3:
-        return False
-    return bool(all(pyfftw.import_wisdom(wisdom)))
+def path_counts() -> dict[str, int]:
+    """Calls answered so far by each path: ``estimate`` (an FFTW_ESTIMATE plan, new or
+    cached), ``plan`` (a cached measured plan), ``wisdom`` (a plan made from loaded wisdom),
+    ``measured`` (a plan measured for this call), ``scipy`` (no pyFFTW, or planning failed)."""
+    return dict(_COUNTS)

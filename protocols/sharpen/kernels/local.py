@@ -13,17 +13,16 @@ Conventions
 * Each windowed box is zero-padded by ``pad`` voxels per side before filtering, so the filter
   does not wrap around the box; filtered boxes are added back (padding included) and the sum
   is divided by the summed windows.
-* Batched FFTs over the boxes use :mod:`scipy.fft` (one (n, P, P, P) transform per chunk).
+* Batched FFTs over the boxes go through :mod:`emforge.numerics.fft` (one (n, P, P, P)
+  transform per chunk, ``EMFORGE_FFT_THREADS`` threads).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
@@ -34,6 +33,7 @@ from emforge.numerics import (
     fsc_rfft,
     guinier_fit,
     hermitian_weights,
+    irfftn,
     raised_cosine,
     rfftn,
     shell_frequencies,
@@ -135,16 +135,12 @@ class _Boxes:
         return acc[m : m + nz, m : m + ny, m : m + nx]
 
 
-def _workers() -> int:
-    return max(1, os.cpu_count() or 1)
-
-
 def _rfft_boxes(x: np.ndarray) -> np.ndarray:
-    return sfft.rfftn(x, axes=(1, 2, 3), workers=_workers())
+    return rfftn(x, axes=(1, 2, 3))
 
 
 def _irfft_boxes(f: np.ndarray, P: int) -> np.ndarray:
-    return sfft.irfftn(f, s=(P, P, P), axes=(1, 2, 3), workers=_workers())
+    return irfftn(f, shape=(f.shape[0], P, P, P), axes=(1, 2, 3))
 
 
 @lru_cache(maxsize=8)

@@ -85,8 +85,11 @@ def test_workers_and_chunks_give_the_same_result(case):
     refs = np.concatenate([ref, parts[:3]])
     one = al.rotate_translate_flip(parts, refs, shrink=2, workers=1)
     two = al.rotate_translate_flip(parts, refs, shrink=2, workers=2, chunk_pairs=8)
-    for f in ("angle", "dx", "dy", "mirror", "score"):
-        np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
+    np.testing.assert_array_equal(one.mirror, two.mirror)
+    # the FFTs of the two calls may be answered by different libraries (scipy.fft first, a
+    # measured FFTW plan once a shape repeats): equal to float32 rounding, not bit for bit
+    for f in ("angle", "dx", "dy", "score"):
+        np.testing.assert_allclose(getattr(one, f), getattr(two, f), rtol=1e-5, atol=1e-4)
 
 
 def test_refine_from_a_perturbed_start(case):
