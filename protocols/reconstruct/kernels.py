@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emforge.numerics import fft as _fft
+
 __all__ = [
     "fourier_resize",
     "particle_radius",
@@ -47,8 +49,8 @@ def fourier_resize(volume: np.ndarray, box: int) -> np.ndarray:
     box = int(box)
     if box == n:
         return v.astype(np.float32)
-    f = np.fft.fftshift(np.fft.fftn(v))
-    out = np.zeros((box,) * 3, dtype=np.complex128)
+    f = np.fft.fftshift(_fft.fftn(v.astype(np.complex64)))
+    out = np.zeros((box,) * 3, dtype=np.complex64)
     c_in, c_out, h = n // 2, box // 2, min(n, box) // 2
     lo, hi = -h, min(n, box) - h
     src = slice(c_in + lo, c_in + hi)
@@ -58,7 +60,7 @@ def fourier_resize(volume: np.ndarray, box: int) -> np.ndarray:
         g = np.arange(box) - c_out
         r2 = g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
         out[r2 > (box / 2) ** 2] = 0
-    res = np.real(np.fft.ifftn(np.fft.ifftshift(out))) * (box / n) ** 3
+    res = np.real(_fft.ifftn(np.fft.ifftshift(out))) * (box / n) ** 3
     return res.astype(np.float32)
 
 

@@ -8,6 +8,7 @@ the real RELION 3.1 particles of EMPIAR-10017 imported from their STAR file.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ from emforge.numerics import (
 )
 from emforge.project import Project
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "framework" / "numerics"))
+from _recon_data import fourier_crop  # noqa: E402  (independent crop: full FFT, window, sphere)
+
 os.environ.setdefault("EMFORGE_FFTW_EFFORT", "FFTW_ESTIMATE")
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
@@ -34,19 +38,6 @@ def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real test data missing: {path.resolve()} (expected ../shared/data)")
     return path
-
-
-def _crop(volume: np.ndarray, n: int) -> np.ndarray:
-    """Independent Fourier crop (full FFT, centred window, Nyquist sphere, density kept)."""
-    big = volume.shape[0]
-    f = np.fft.fftshift(np.fft.fftn(volume.astype(np.float64)))
-    c, h = big // 2, n // 2
-    f = f[c - h : c - h + n, c - h : c - h + n, c - h : c - h + n]
-    g = np.arange(n) - h
-    r = np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2)
-    return (np.real(np.fft.ifftn(np.fft.ifftshift(f * (r <= n / 2)))) * (n / big) ** 3).astype(
-        np.float32
-    )
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,7 +91,7 @@ def test_wiener_reconstruction_half_map_resolution_matches_the_truth(project, em
     out = project.outputs(rid)
     vol = out["volume"]
     assert vol.has_halves and vol.shape == (48, 48, 48)
-    truth = _crop(read_volume(MAP)[0], 48)
+    truth = fourier_crop(read_volume(MAP)[0], 48)
     px = vol.pixel_size
     s, f_true = fsc(read_volume(vol.path)[0], truth, pixel_size=px)
     d_true = fsc_crossing(s, f_true, 0.5)
@@ -132,7 +123,7 @@ def test_ctf_correction_matters(project, simulated):
 def small_map(project, tmp_path_factory) -> tuple[int, np.ndarray]:
     from emforge.io import write_volume
 
-    vol = _crop(read_volume(_need(MAP))[0], 32)
+    vol = fourier_crop(read_volume(_need(MAP))[0], 32)
     path = tmp_path_factory.mktemp("small") / "emd_32.mrc"
     write_volume(path, vol, voxel_size=1.05 * 100 / 32)
     return project.run("import.volume", params={"path": str(path)}), vol
