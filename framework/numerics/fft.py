@@ -65,27 +65,19 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.fft as _sfft
 
+# pyFFTW is imported by _fftw_wisdom, after it set OMP_WAIT_POLICY=PASSIVE (unless the user
+# chose a policy): OpenMP threads that spin while waiting make threaded FFTW several times
+# slower than one thread as soon as the machine has other work (measured on 2 shared cores).
 from ._fftw_wisdom import (
+    _HAVE_PYFFTW,
     _WISDOM,
     _load_wisdom_cache,
     export_wisdom,
     import_wisdom,
+    pyfftw,
     save_wisdom_cache,
     wisdom_cache_path,
 )
-
-# OpenMP threads that spin while waiting make threaded FFTW several times slower than one
-# thread as soon as the machine has other work (measured on 2 shared cores). Sleep instead,
-# unless the user chose a policy. Only effective if no OpenMP runtime was loaded before us.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-try:  # pragma: no cover - exercised implicitly
-    import pyfftw
-
-    _HAVE_PYFFTW = True
-except ImportError:  # pragma: no cover - depends on the environment
-    pyfftw = None
-    _HAVE_PYFFTW = False
 
 __all__ = [
     "rfftn",
