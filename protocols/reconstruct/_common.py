@@ -100,3 +100,12 @@ def montage(images: np.ndarray, count: int = 16) -> np.ndarray:
         r, c = divmod(i, cols)
         out[r * ny : (r + 1) * ny, c * nx : (c + 1) * nx] = a
     return out
+
+
+def montage_panel(images: np.ndarray, title: str):
+    """Report panel: :func:`montage` of the first ``images`` (N, y, x), z-scored, in pixels."""
+    from emforge.protocols.sharpen._report import Panel
+
+    return Panel(
+        "image", title, image=montage(images), label="z-score", xlabel="x (px)", ylabel="y (px)"
+    )

@@ -23,7 +23,7 @@ from emforge.engine import (
 )
 from emforge.objects import Volume
 
-from ._common import montage, symmetry_problems, write_particles_stack
+from ._common import montage_panel, symmetry_problems, write_particles_stack
 
 __all__ = ["ProjectVolume"]
 
@@ -47,7 +47,7 @@ def project_step(
 ) -> dict:  # fmt: skip
     from emforge.io import read_volume
     from emforge.numerics import matrix_to_euler_zyz, prepare_volume, project_fourier
-    from emforge.protocols.sharpen._report import Panel, write_report
+    from emforge.protocols.sharpen._report import write_report
 
     src = Volume.from_attrs(volume)
     data = read_volume(src.path)[0]
@@ -84,14 +84,7 @@ def project_step(
         ctx.extra,
         f"project.volume ({mode})",
         [
-            Panel(
-                "image",
-                "first projections",
-                image=montage(first[0]),
-                label="z-score",
-                xlabel="x (px)",
-                ylabel="y (px)",
-            )
+            montage_panel(first[0], "first projections"),
         ],  # fmt: skip
         [("projections", str(count)), ("box", f"{box} px at {src.pixel_size:.4g} Å/px")],
     )

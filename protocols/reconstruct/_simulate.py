@@ -13,7 +13,7 @@ import numpy as np
 from emforge.engine import Input, Level, Output, Protocol, ProtocolParams, Step, StepContext, param
 from emforge.objects import Volume
 
-from ._common import montage, symmetry_problems, write_particles_stack
+from ._common import montage_panel, symmetry_problems, write_particles_stack
 
 __all__ = ["SimulateParticles"]
 
@@ -108,14 +108,7 @@ def simulate_step(
         ctx.extra,
         "simulate.particles",
         [
-            Panel(
-                "image",
-                "first particles",
-                image=montage(first[0]),
-                label="z-score",
-                xlabel="x (px)",
-                ylabel="y (px)",
-            ),  # fmt: skip
+            montage_panel(first[0], "first particles"),
             Panel("slices", "map", before=data if box == data.shape[0] else vol, after=vol),
         ],
         [
