@@ -202,7 +202,7 @@ def read_subtilt_particles(
     for tomo_name in dict.fromkeys(names):
         if tomo_name not in glob.index or tomo_name not in tblocks:
             raise InputFileError(tpath, f"no tilt series {tomo_name!r}")
-        series = _Series(tpath, tblocks[tomo_name], glob.loc[tomo_name])
+        series = _series(tpath, tblocks[tomo_name], glob.loc[tomo_name])
         for p in np.nonzero(names == tomo_name)[0]:
             _add_particle(rows, path, table, optics, series, int(p), a_part[p], origin[p])
     cat = {k: np.concatenate(v) for k, v in rows.items() if v}
@@ -221,18 +221,18 @@ def read_subtilt_particles(
 
 @dataclass(frozen=True)
 class _Series:
-    """One tilt series of the tomogram STAR file: its tilts' table and global row."""
+    """One tilt series of the tomogram STAR file: its tilts' table, global row and the
+    rotation parts of the tilts' projection matrices ``proj`` (T, 3, 3), parsed once."""
 
     path: Path
     tilts: pd.DataFrame
     tomo: pd.Series
+    proj: np.ndarray
 
-    @property
-    def proj(self) -> np.ndarray:
-        """Rotation parts of the tilts' projection matrices, (T, 3, 3)."""
-        return np.stack(
-            [[_vector(self.path, v, lab)[:3] for v in self.tilts[lab]] for lab in _PROJ], 1
-        )
+
+def _series(path: Path, tilts: pd.DataFrame, tomo: pd.Series) -> _Series:
+    proj = np.stack([[_vector(path, v, lab)[:3] for v in tilts[lab]] for lab in _PROJ], 1)
+    return _Series(path, tilts, tomo, proj)
 
 
 def _add_particle(rows, path, table, optics, series: _Series, p: int, a_part, origin) -> None:
