@@ -9,7 +9,7 @@ one output, as Scipion's ``BenchTrivial`` does); ``seconds=1, n_steps=4`` on 2 w
 parallel case. Warm: repeated calls in this process after an untimed first one; cold: each
 repeat a fresh Python process that opens the project and runs the protocol (whole process
 and the run alone). ≥ 5 repeats, min / median / max, CPU, peak RSS and the load are printed. "In-process" runs the engine in this process (``Project.run``); "detached"
-records the run and starts ``python -m emforge.engine.launch`` in a new session, as
+records the run and starts ``python -m emforge.cli._launch`` in a new session, as
 ``emforge run --detach`` does, and polls the database until the run is finished.
 Targets (issue 3): ≤ 0.3 s in-process, ≤ 1 s detached, ≤ 2.3 s for the parallel case.
 """
@@ -53,7 +53,7 @@ def detached(proj: Project, params: dict, workers: int = 2) -> float:
         [
             sys.executable,
             "-m",
-            "emforge.engine.launch",
+            "emforge.cli._launch",
             str(proj.path),
             str(rid),
             "--workers",

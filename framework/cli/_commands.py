@@ -223,7 +223,7 @@ def _finish_message(proj: Project, run_id: int, status: str) -> int:
 def _launch_command(proj: Project, run_id: int, args: Any, mode: str) -> list[str]:
     # -P: the current folder must not come first on the child's import path, where a folder
     # named ``emforge`` (the one above a clone) would shadow the installed package
-    cmd = [sys.executable, "-P", "-m", "emforge.engine.launch", str(proj.path), str(run_id)]
+    cmd = [sys.executable, "-P", "-m", "emforge.cli._launch", str(proj.path), str(run_id)]
     cmd += ["--mode", mode, "--executor", args.executor]
     if args.workers:
         cmd += ["--workers", str(args.workers)]

@@ -22,13 +22,13 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
 from .. import db
 from ..errors import EmforgeError
-from ..project import Project, file_version
+from ..versions import file_version
 from .claims import STALE_AFTER_S, RunBusyError, busy_message, claim_run, effective_status
 from .context import StepContext, StepOutcome, append_line, check_run_folder
 from .executors import Executor, WorkerDied, make_executor
@@ -36,6 +36,9 @@ from .keys import canonical_json, step_keys, toposort
 from .protocol import Step
 from .runs import LoadedRun, check_sources, load_run
 from .verify import damaged_files, record_files, remove_leftovers
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = ["execute_run", "effective_status", "RunAborted", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -142,9 +145,7 @@ def _register(
                 conn=conn,
             )
         else:
-            from ..project import EMSet
-
-            handle = EMSet(project, reg["source_id"]).copy(
+            handle = project.get(reg["source_id"]).copy(
                 reg["changes"],
                 run_id=run_id,
                 name=reg["name"],

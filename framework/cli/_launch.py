@@ -1,4 +1,4 @@
-"""Entry point of a detached run: ``python -P -m emforge.engine.launch PROJECT RUN``.
+"""Entry point of a detached run: ``python -P -m emforge.cli._launch PROJECT RUN``.
 
 Started by ``emforge run --detach`` in a new process session; its output goes to the run's
 ``logs/stdout.log``. The run's own status, heartbeat and log live in the database and
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine.execute import execute_run
 from ..errors import EmforgeError
 from ..project import Project
-from .execute import execute_run
 
 
 def main(argv: list[str] | None = None) -> int:
