@@ -19,7 +19,6 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,6 +319,8 @@ class _Scheduler:
         except (EmforgeError, WorkerDied) as exc:
             return self._fail(name, str(exc), str(exc))
         except Exception as exc:
+            import traceback  # only for a failing step
+
             return self._fail(
                 name,
                 f"{type(exc).__name__}: {exc}",
