@@ -249,16 +249,36 @@ def _finish_message(proj: Project, run_id: int, status: str) -> int:
     return 1
 
 
+def _launch_argv(proj: Project, run_id: int, args: Any, mode: str) -> list[str]:
+    from ._launch import argv_of
+
+    return argv_of(
+        str(proj.path),
+        run_id,
+        mode=mode,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
+
+
 def _launch_command(proj: Project, run_id: int, args: Any, mode: str) -> list[str]:
+    """The command of a new interpreter running the engine (when this process cannot fork)."""
     # -P: the current folder must not come first on the child's import path, where a folder
     # named ``emforge`` (the one above a clone) would shadow the installed package
-    cmd = [sys.executable, "-P", "-m", "emforge.cli._launch", str(proj.path), str(run_id)]
-    cmd += ["--mode", mode, "--executor", args.executor]
-    if args.workers:
-        cmd += ["--workers", str(args.workers)]
-    if args.scheduler:
-        cmd += ["--scheduler", args.scheduler]
-    return cmd
+    return [
+        sys.executable,
+        "-P",
+        "-m",
+        "emforge.cli._launch",
+        *_launch_argv(proj, run_id, args, mode),
+    ]
+
+
+def _can_fork() -> bool:
+    from ._launch import can_fork
+
+    return can_fork()
 
 
 #: how long ``--detach`` waits for the background engine to claim its run
@@ -275,20 +295,24 @@ def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
         raise RunBusyError(busy_message(row))
     log_path = Path(row["workdir"]) / "logs" / "stdout.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
-    cmd = _launch_command(proj, run_id, args, mode)
     with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
-        # posix_spawn, not Popen: the engine outlives this command on purpose
-        pid = os.posix_spawn(
-            cmd[0],
-            cmd,
-            os.environ,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
-                (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
-            ],
-            setsid=True,
-        )
+        if _can_fork():  # the engine is already imported here: no new interpreter to start
+            from ._launch import fork_engine
+
+            pid = fork_engine(_launch_argv(proj, run_id, args, mode), log.fileno())
+        else:  # posix_spawn, not Popen: the engine outlives this command on purpose
+            cmd = _launch_command(proj, run_id, args, mode)
+            pid = os.posix_spawn(
+                cmd[0],
+                cmd,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+                    (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+                    (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+                ],
+                setsid=True,
+            )
     deadline = time.monotonic() + DETACH_CONFIRM_S
     while run_row(proj, run_id)["pid"] != pid:
         exited, status = os.waitpid(pid, os.WNOHANG)
