@@ -106,17 +106,38 @@ def _outputs_intact(conn: Connection, project: Project, run_id: int, step: str) 
     return True
 
 
+def _stored_objects(project: Project, registrations: list[dict[str, Any]]) -> dict[int, Any]:
+    """``project.stored_attrs`` (attributes and data version: the content hash of the files)
+    of each single-object registration, by its index. Computed before the write transaction
+    (which then stays short), the files of different objects hashed by parallel threads:
+    hashing and reading release the interpreter lock."""
+    todo = [i for i, reg in enumerate(registrations) if reg["type"] == "object"]
+    if len(todo) <= 1:
+        return {i: project.stored_attrs(registrations[i]["object"]) for i in todo}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+        done = pool.map(lambda i: project.stored_attrs(registrations[i]["object"]), todo)
+        return dict(zip(todo, done, strict=True))
+
+
 def _register(
-    conn: Connection, project: Project, run_id: int, step: str, reg: dict[str, Any]
+    conn: Connection,
+    project: Project,
+    run_id: int,
+    step: str,
+    reg: dict[str, Any],
+    stored: tuple[str, str] | None = None,
 ) -> None:
-    """Write one registration; an output redone keeps its object id (downstream edges)."""
+    """Write one registration; an output redone keeps its object id (downstream edges).
+    ``stored``: the object's ``project.stored_attrs``, when already computed."""
     o = db.objects.c
     old = conn.execute(select(o.id).where((o.run_id == run_id) & (o.name == reg["name"]))).scalar()
     if old is not None:
         conn.execute(delete(db.set_columns).where(db.set_columns.c.object_id == old))
     if reg["type"] == "object":
         obj = reg["object"]
-        attrs_json, version = project.stored_attrs(obj)
+        attrs_json, version = stored or project.stored_attrs(obj)
         values = dict(
             kind=obj.kind,
             attrs_json=attrs_json,
@@ -330,9 +351,10 @@ class _Scheduler:
         missing = [o for o in declared if o not in {r["name"] for r in outcome.registrations}]
         if missing:
             return self._fail(name, f"step registered no output {missing}", "")
+        stored = _stored_objects(self.project, outcome.registrations)
         with db.write(self.project.engine) as conn:
-            for reg in outcome.registrations:
-                _register(conn, self.project, self.run_id, name, reg)
+            for i, reg in enumerate(outcome.registrations):
+                _register(conn, self.project, self.run_id, name, reg, stored.get(i))
             record_files(
                 conn,
                 self.project.path,
