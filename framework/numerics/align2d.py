@@ -192,14 +192,14 @@ def _window(ccf: np.ndarray, ms: int):
 def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, threads: int):
     """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc). ``b_spec`` carries the
     checkerboard that puts the CCF's zero shift at n//2."""
-    nang = a_spec.shape[2]
+    nmir, nang = a_spec.shape[0], a_spec.shape[2]
     fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
     c = np.matmul(np.ascontiguousarray(fa), np.ascontiguousarray(fp_b.transpose(2, 1, 0)))
-    c = c.reshape(c.shape[0], 2, -1, c.shape[2]).transpose(1, 2, 3, 0)
-    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (2, Nc, Mc)
+    c = c.reshape(c.shape[0], nmir, -1, c.shape[2]).transpose(1, 2, 3, 0)
+    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (m, Nc, Mc)
     nidx = np.arange(j.shape[1])[None, :, None]
-    g = a_spec[np.arange(2)[:, None, None], nidx, j]  # (2, Nc, Mc, P)
-    ea = a_energy[np.arange(2)[:, None, None], nidx, j]
+    g = a_spec[np.arange(nmir)[:, None, None], nidx, j]  # (m, Nc, Mc, P)
+    ea = a_energy[np.arange(nmir)[:, None, None], nidx, j]
     bb = b_spec[None, None]
     x = np.stack([bb * np.conj(g), bb * g])  # (2 turn, 2 mirror, Nc, Mc, P)
     half = (n, n // 2 + 1)
@@ -214,19 +214,19 @@ def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, thre
     with np.errstate(invalid="ignore", divide="ignore"):
         score = -peak / np.sqrt(ea[None] * b_energy[None, None, None, :])
     score = np.where(np.isfinite(score), score, 1e24)
-    flat = score.reshape(4, *score.shape[2:])
+    flat = score.reshape(2 * nmir, *score.shape[2:])
     best = np.argmin(flat, axis=0)
-    pick = lambda v: np.take_along_axis(v.reshape(4, *v.shape[2:]), best[None], 0)[0]  # noqa: E731
-    turn, mir = np.divmod(best, 2)
+    pick = lambda v: np.take_along_axis(v.reshape(2 * nmir, *v.shape[2:]), best[None], 0)[0]  # noqa: E731
+    turn, mir = np.divmod(best, nmir)
     ang = np.take_along_axis(j, mir[None], 0)[0] * (180.0 / nang) + 180.0 * turn
     return ang, pick(sx), pick(sy), mir.astype(bool), pick(score)
 
 
-def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int):
+def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int, flip: bool = True):
     """Align the particles ``ai`` (k, n, n) to all references; (k, M) arrays."""
     n = ai.shape[1]
     b_spec, b_energy, fp_b = refs
-    both = np.stack([ai, _mirror(ai)])
+    both = np.stack([ai, _mirror(ai)]) if flip else ai[None]
     spec_e = [_rotated_spectra(x, nang, threads) for x in both]
     a_spec = np.stack([sp_ for sp_, _ in spec_e])
     a_energy = np.stack([e for _, e in spec_e])
@@ -262,7 +262,8 @@ def _reference_spectra(b: np.ndarray, nang: int):
 
 def rotate_translate_flip(images, references, *, maxshift: float | None = None, shrink: int = 1,
                           nang: int = 180, chunk_pairs: int = 1024,
-                          workers: int | None = None) -> Alignment2D:  # fmt: skip
+                          workers: int | None = None, flip: bool = True,
+                          pairs=None) -> Alignment2D:  # fmt: skip
     """Align every image (particle) to every reference (EMAN2 ``rotate_translate_flip``).
 
     Parameters
@@ -283,10 +284,18 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     workers : int, optional
         Threads working on chunks of particles in parallel (default: the FFT thread count,
         :func:`.fft.default_threads`); each runs its FFTs on one thread.
+    flip : bool
+        Also try the x-mirrored particle (default; EMAN2 ``rotate_translate_flip``). False:
+        EMAN2 ``rotate_translate`` (``mirror`` always False).
+    pairs : int array (N, K), optional
+        Align particle i only to the references ``pairs[i]`` (entries -1: none; their result
+        has score +inf and zero angle and shifts). The result is then (N, K), entry [i, k]
+        for reference ``pairs[i, k]``.
 
     Returns
     -------
-    Alignment2D with (N, M) arrays; ``.best()`` picks each particle's reference.
+    Alignment2D with (N, M) arrays (or (N, K) with ``pairs``); ``.best()`` picks each
+    particle's reference.
     """
     a = fourier_shrink_2d(_stack(images, "images"), shrink)
     b = fourier_shrink_2d(_stack(references, "references"), shrink)
@@ -301,12 +310,21 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     ms = n // 4 if maxshift is None else int(np.floor(float(maxshift) / shrink))
     ms = int(np.clip(ms, 0, n // 2 - 2))
     refs = _reference_spectra(b, nang)
+    if pairs is not None:
+        pairs = np.asarray(pairs)
+        if pairs.ndim != 2 or pairs.shape[0] != a.shape[0] or pairs.dtype.kind not in "iu":
+            raise ValueError(f"pairs: need integer (N, K) = ({a.shape[0]}, K), got {pairs.shape}")
+        if pairs.size and (pairs.max() >= nm or pairs.min() < -1):
+            raise ValueError(f"pairs: reference indices must be -1 or in [0, {nm})")
+        return _aligned_pairs(a, refs, pairs, int(nang), ms, int(chunk_pairs), nw, bool(flip),
+                              shrink)  # fmt: skip
     mstep = max(1, min(nm, int(chunk_pairs)))
     nstep = max(1, int(chunk_pairs) // mstep)
     starts = range(0, a.shape[0], nstep)
 
     def run(i):
-        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0)
+        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0,
+                               bool(flip))  # fmt: skip
 
     if nw > 1 and len(starts) > 1:
         with ThreadPoolExecutor(nw) as pool:
@@ -314,6 +332,38 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     else:
         chunks = [run(i) for i in starts]
     ang, dx, dy, mir, score = (np.concatenate(v) for v in zip(*chunks, strict=True))
+    return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
+                       (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
+
+
+def _aligned_pairs(a, refs, pairs, nang, ms, chunk_pairs, nw, flip, shrink) -> Alignment2D:
+    """:func:`rotate_translate_flip` with a reference subset per particle, (N, K) arrays."""
+    b_spec, b_energy, fp_b = refs
+    nimg, k = pairs.shape
+    out = [np.zeros((nimg, k), np.float64) for _ in range(3)]
+    mir = np.zeros((nimg, k), bool)
+    score = np.full((nimg, k), np.inf)
+
+    def run(i):
+        sel = np.flatnonzero(pairs[i] >= 0)
+        if sel.size == 0:
+            return
+        idx = pairs[i, sel]
+        sub = (b_spec[idx], b_energy[idx], fp_b[idx])
+        mstep = max(1, min(idx.size, chunk_pairs))
+        res = _particle_chunk(a[i : i + 1], sub, nang, ms, mstep, 1 if nw > 1 else 0, flip)
+        for o, v in zip(out, res[:3], strict=True):
+            o[i, sel] = v[0]
+        mir[i, sel] = res[3][0]
+        score[i, sel] = res[4][0]
+
+    if nw > 1 and nimg > 1:
+        with ThreadPoolExecutor(nw) as pool:
+            list(pool.map(run, range(nimg)))
+    else:
+        for i in range(nimg):
+            run(i)
+    ang, dx, dy = out
     return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
                        (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
 
