@@ -183,6 +183,9 @@ def _similarity(a, b, pairs, *, align, align_options, ralign, ralign_options, cm
         parts.append(al)
         if progress is not None:
             progress(stop / nimg)
+    if not parts:  # no particles
+        empty = np.zeros((0, width))
+        return [empty, empty, empty, empty.astype(bool), empty]
     fields = [np.concatenate([getattr(p, f) for p in parts]) for f in
               ("angle", "dx", "dy", "mirror", "score")]  # fmt: skip
     return fields
