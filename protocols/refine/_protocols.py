@@ -17,6 +17,7 @@ from ._params import (
     LoopParams,
     Make3DParams,
     ProjectParams,
+    RefineAligner,
     SimmxParams,
 )
 
@@ -200,6 +201,9 @@ class ProjectionMatching(Protocol):
             (p.prefilt, K.similarity_matrix, "prefilt", "prefilt"),
             (p.classrefsf, K.class_averages, "setsfref", "classrefsf"),
             (p.classalign.maxshift is not None, K.class_averages, "maxshift", "classalign"),
+            (p.classralign not in (None, RefineAligner()), K.class_averages, "ralign_options",
+             "classralign"),
+            (p.classaligncmp.name != "ccc", K.class_averages, "aligncmp_options", "classaligncmp"),
             (p.simaligncmp.name != "ccc", K.similarity_matrix, "aligncmp", "simaligncmp"),
             (p.simraligncmp.name != "ccc", K.similarity_matrix, "raligncmp", "simraligncmp"),
             (p.classraligncmp.name != "ccc", K.class_averages, "raligncmp", "classraligncmp"),
