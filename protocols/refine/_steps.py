@@ -285,8 +285,7 @@ def simmx_step(
     kw: dict[str, Any] = dict(
         align=options["align"]["name"],
         ralign=options["ralign"]["name"] if options["ralign"] else None,
-        ralign_options={k: v for k, v in (options["ralign"] or {}).items() if k != "name"}
-        or None,
+        ralign_options={k: v for k, v in (options["ralign"] or {}).items() if k != "name"} or None,
         cmp=name,
         cmp_options=cmp_opts,
         maxshift=options["align"].get("maxshift"),
