@@ -60,7 +60,7 @@ class FRC(_Sub):
     minres: float = Field(200.0, gt=0, description="low-resolution end of the band (Å)")
     maxres: float = Field(8.0, gt=0, description="high-resolution end of the band (Å)")
     snrweight: bool = Field(
-        False, description="weight rings by each particle's CTF² (needs CTF; else ignored)"
+        False, description="weight rings by each particle's SNR (needs CTF; else ignored)"
     )
     zeromask: bool = Field(False, description="zero pixels that are 0 in either image first")
     sweight: bool = Field(True, description="weight rings by their number of coefficients")
@@ -72,7 +72,7 @@ class Phase(_Sub):
     name: Literal["phase"] = "phase"
     minres: float = Field(500.0, gt=0, description="low-resolution end of the band (Å)")
     maxres: float = Field(10.0, gt=0, description="high-resolution end of the band (Å)")
-    snrweight: bool = Field(False, description="weight rings by each particle's CTF²")
+    snrweight: bool = Field(False, description="weight rings by each particle's SNR")
     ampweight: bool = Field(False, description="weight coefficients by |A||B|")
 
 
