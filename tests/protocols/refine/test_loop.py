@@ -25,6 +25,7 @@ import pytest
 from emforge.engine import create_run, effective_status, execute_run
 from emforge.engine.listing import edit_params
 from emforge.engine.runs import run_row
+from emforge.errors import EmforgeError
 from emforge.io import read_volume, write_volume
 from emforge.numerics import lowpass
 from emforge.project import Project
@@ -169,3 +170,10 @@ def test_param_change_iter_and_startiter(setup):
     assert not any(n.startswith("i01_") or n == "start" for n in st), sorted(st)
     assert json.loads(st["i02_project_odd"][2])["seed"] == "threed_odd_raw.mrc"
     assert st["i02_project_odd"][1] == 2 and st["prepare"][0] == "skipped"
+
+
+def test_startiter_on_a_new_run_names_the_missing_map(setup):
+    p = setup["project"]
+    with pytest.raises(EmforgeError, match=r"iter_01/threed_even\.mrc: is missing"):
+        p.run("refine.projection_matching", params={**PARAMS, "startiter": 2},
+              inputs=setup["inputs"], workers=1)  # fmt: skip

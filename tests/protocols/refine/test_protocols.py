@@ -191,3 +191,22 @@ def test_stage_protocols_chain(setup, truth):
     vol = read_volume(p.outputs(m3d)["volume"].path)[0]
     s, f = fsc(vol, truth, pixel_size=PX)
     assert fsc_crossing(s, f, 0.5) < 3.5 * PX, fsc_crossing(s, f, 0.5)
+
+
+def test_typed_choices_parse_as_emanish_values():
+    from emforge.engine.runs import parse_params
+    from emforge.protocols.refine._protocols import ProjectionMatching
+
+    parsed, problems = parse_params(
+        ProjectionMatching,
+        {"automask3d": "1.7,0,5,5,3", "simcmp": '{"name": "phase", "maxres": 12}',
+         "simralign": '{"name": "refine", "maxiter": 10}'},
+    )  # fmt: skip
+    assert problems == []
+    a = parsed.automask3d
+    assert (a.threshold, a.radius, a.nshells, a.nshellsgauss, a.nmaxseed) == (1.7, 0, 5, 5, 3)
+    assert parsed.simcmp.name == "phase" and parsed.simcmp.maxres == 12
+    assert parsed.simcmp.minres == 500  # the comparator's own default
+    assert parsed.simralign.maxiter == 10 and parsed.goldstandard is True  # on by default
+    _, problems = parse_params(ProjectionMatching, {"simcmp": '{"name": "dot"}'})
+    assert len(problems) == 1 and problems[0].startswith("param 'simcmp'")
