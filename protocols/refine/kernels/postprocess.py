@@ -6,8 +6,9 @@ Conventions: maps (n, n, n) float32, centre n//2, pixel size in A; FSC shells ``
 Steps:
 
 1. Unmasked FSC of even and odd.
-2. Each half and their mean are Wiener-filtered by that FSC (:func:`wiener_byfsc`, snrmult 2;
-   with ``target_resolution`` the filter is at its floor beyond 1/target), edge-normalised.
+2. The mean of the halves is Wiener-filtered by that FSC (:func:`wiener_byfsc`, snrmult 2;
+   with ``target_resolution`` the filter is at its floor beyond 1/target) and
+   edge-normalised: the map the automask is computed from.
 3. Mask: ``mask`` if given; else ``automask`` = a dict of :func:`emforge.protocols.automask
    .kernels.auto3d` keywords (threshold, radius, nshells, nshellsgauss, nmaxseed: the five
    automask3d values) applied to the filtered mean map; else EMAN2's automatic parameters
