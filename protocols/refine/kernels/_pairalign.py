@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from emforge.numerics import fft as _fft
-from emforge.numerics.align2d import Alignment2D, _footprints, _mirror, _window
+from emforge.numerics.align2d import Alignment2D, _footprints, _mirror
 from emforge.numerics.compare import cost as _cost
 from emforge.numerics.compare import frc_band_weights
 
@@ -36,6 +36,32 @@ def _herm(n: int) -> np.ndarray:
     h = np.full(n // 2 + 1, 2.0, np.float32)
     h[[0, -1]] = 1.0
     return h
+
+
+def _window(ccf: np.ndarray, ms: int):
+    """Peak of CCFs (..., n, n) (zero shift at n//2) within +-ms px, refined by a parabola
+    through the peak and its neighbours along each axis (offset clipped to +-0.5 px; none
+    unless the three points are concave). Returns (sy, sx, peak value)."""
+    c = ccf.shape[-1] // 2
+    lead = ccf.shape[:-2]
+    w = ccf[..., c - ms - 1 : c + ms + 2, c - ms - 1 : c + ms + 2].reshape(
+        -1, 2 * ms + 3, 2 * ms + 3
+    )
+    inner = w[:, 1:-1, 1:-1].reshape(w.shape[0], -1)
+    k = np.argmax(inner, axis=1)
+    iy, ix = np.divmod(k, 2 * ms + 1)
+    iy, ix = iy + 1, ix + 1
+    r = np.arange(w.shape[0])
+    peak = w[r, iy, ix]
+
+    def offset(m, p):
+        d = m - 2 * peak + p
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.clip(np.where(d < 0, 0.5 * (m - p) / d, 0.0), -0.5, 0.5)
+
+    oy = offset(w[r, iy - 1, ix], w[r, iy + 1, ix])
+    ox = offset(w[r, iy, ix - 1], w[r, iy, ix + 1])
+    return tuple(v.reshape(lead) for v in (iy - ms - 1 + oy, ix - ms - 1 + ox, peak))
 
 
 def _ref_tables(b: np.ndarray, nang: int):
