@@ -95,22 +95,31 @@ def _score_at(a, idx, tables, angle, mirror, ms: int):
 
 
 def _refine_chunk(a, idx, tables, ang, mir, ms: int, step: float):
-    """Local refinement of (angle, dx, dy): scores at angle -+ step/2 and the parabola's
-    vertex through the three (clipped to +-step), translation re-fitted by the CCF at each;
-    the best of the evaluated alignments is kept."""
+    """Local refinement candidates of (angle, dx, dy): the angle -+ step/2, the angle itself
+    and the parabola's vertex through the three -ccc values (clipped to +-step), the
+    translation re-fitted by the CCF at each. Arrays (4, k): angle, dx, dy, mirror, -ccc."""
     h = 0.5 * step
     cand = [_score_at(a, idx, tables, ang + d, mir, ms) + (ang + d,) for d in (-h, 0.0, h)]
     s = np.stack([c[0] for c in cand])
     den = s[0] - 2 * s[1] + s[2]
     with np.errstate(invalid="ignore", divide="ignore"):
         off = np.where(den > 0, 0.5 * h * (s[0] - s[2]) / den, 0.0)
-    cand.append(_score_at(a, idx, tables, ang + np.clip(off, -step, step), mir, ms)
-                + (ang + np.clip(off, -step, step),))  # fmt: skip
-    allc = [np.stack([c[j] for c in cand]) for j in range(4)]
-    best = np.argmin(allc[0], axis=0)
-    k = np.arange(a.shape[0])
-    sc, sx, sy, an = (v[best, k] for v in allc)
-    return an, sx, sy, mir, sc
+    vert = ang + np.clip(off, -step, step)
+    cand.append(_score_at(a, idx, tables, vert, mir, ms) + (vert,))
+    sc, sx, sy, an = (np.stack([c[j] for c in cand]) for j in range(4))
+    return an, sx, sy, np.broadcast_to(mir, an.shape), sc
+
+
+def _choose(cands, a, b, idx, cmp: str, opts: dict):
+    """Per pair, the candidate (rows of (C, k) arrays) with the lowest score: the aligner's
+    -ccc, or ``cmp`` (EMAN2 sign) of the particle transformed by each candidate."""
+    ang, sx, sy, mir, sc = cands
+    if cmp != "ccc" or opts:
+        sc = np.stack([paired_cost(cmp, transform_stack(a, ang[c], sx[c], sy[c], mir[c]), b,
+                                   idx, **opts) for c in range(ang.shape[0])])  # fmt: skip
+    best = np.argmin(sc, axis=0)
+    k = np.arange(ang.shape[1])
+    return tuple(v[best, k] for v in (ang, sx, sy, mir, sc))
 
 
 def _chunk(a, idx, tables, nang: int, ms: int, flip: bool):
@@ -133,19 +142,16 @@ def _chunk(a, idx, tables, nang: int, ms: int, flip: bool):
     with np.errstate(invalid="ignore", divide="ignore"):
         score = -peak / np.sqrt(ea[None] * be[idx][None, None])
     score = np.where(np.isfinite(score), score, 1e24).reshape(2 * nm, -1)
-    best = np.argmin(score, axis=0)
-    turn, mir = np.divmod(best, nm)
-    k = np.arange(a.shape[0])
-
-    def pick(v):
-        return v.reshape(2 * nm, -1)[best, k]
-
-    ang = j[mir, k] * (180.0 / nang) + 180.0 * turn
-    return ang, pick(sx), pick(sy), mir.astype(bool), pick(score)
+    turn, mir = np.divmod(np.arange(2 * nm), nm)
+    ang = j[mir] * (180.0 / nang) + 180.0 * turn[:, None]
+    mirs = np.broadcast_to((mir > 0)[:, None], ang.shape)
+    return ang, sx.reshape(ang.shape), sy.reshape(ang.shape), mirs, score
 
 
 def align_pairs(images, references, ref_index, *, align="rotate_translate_flip", ralign=None,
-                maxshift=None, nang: int = 180, workers: int | None = None) -> Alignment2D:  # fmt: skip
+                maxshift=None, aligncmp: str = "ccc", aligncmp_options=None,
+                raligncmp: str = "ccc", raligncmp_options=None, nang: int = 180,
+                workers: int | None = None) -> Alignment2D:  # fmt: skip
     """Align image k onto ``references[ref_index[k]]``.
 
     Parameters
@@ -161,13 +167,20 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
         :func:`emforge.numerics.refine_2d`'s compass search: that costs ~150 bilinear
         transforms per pair, minutes for 10^4 particles.
     maxshift : float, px (default n // 4, at most n/2 - 2)
+    aligncmp, aligncmp_options : comparator choosing among the aligner's candidates (plain /
+        mirrored x angle / angle + 180, each at its best translation), as EMAN2's aligners use
+        their ``cmp``; ``ccc`` (default) is the aligner's own score
+    raligncmp, raligncmp_options : the same for the refinement's candidates
     nang : angular samples over 180 degrees (1 degree steps by default)
     workers : threads over chunks of 512 pairs (default: the FFT thread count)
 
     Returns
     -------
-    Alignment2D with (K,) arrays: angle deg, dx, dy px, mirror, score = -ccc (EMAN2 sign).
+    Alignment2D with (K,) arrays: angle deg, dx, dy px, mirror, score (EMAN2 sign: -ccc, or
+    the chosen comparator's cost).
     """
+    acmp = (aligncmp, dict(aligncmp_options or {}))
+    rcmp = (raligncmp, dict(raligncmp_options or {}))
     a = np.ascontiguousarray(images, dtype=np.float32)
     b = np.ascontiguousarray(references, dtype=np.float32)
     idx = np.asarray(ref_index, dtype=np.int64).reshape(-1)
@@ -195,7 +208,8 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
         nw = _fft.default_threads() if workers is None else max(1, int(workers))
 
         def run(s):
-            return _chunk(a[s : s + _CHUNK], idx[s : s + _CHUNK], tables, int(nang), ms, flip)
+            ai, ii = a[s : s + _CHUNK], idx[s : s + _CHUNK]
+            return _choose(_chunk(ai, ii, tables, int(nang), ms, flip), ai, b, ii, *acmp)
 
         if nw > 1 and len(starts) > 1:
             with ThreadPoolExecutor(nw) as pool:
@@ -207,10 +221,12 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
                           dy.astype(np.float32), mir, sc.astype(np.float32))  # fmt: skip
     if ralign == "refine" and k:
         tables = _ref_tables(b, int(nang))
-        out = [_refine_chunk(a[i : i + _CHUNK], idx[i : i + _CHUNK], tables,
-                             ali.angle[i : i + _CHUNK].astype(np.float64),
-                             ali.mirror[i : i + _CHUNK], ms, 180.0 / int(nang))
-               for i in range(0, k, _CHUNK)]  # fmt: skip
+        out = []
+        for i in range(0, k, _CHUNK):
+            ai, ii = a[i : i + _CHUNK], idx[i : i + _CHUNK]
+            cands = _refine_chunk(ai, ii, tables, ali.angle[i : i + _CHUNK].astype(np.float64),
+                                  ali.mirror[i : i + _CHUNK], ms, 180.0 / int(nang))  # fmt: skip
+            out.append(_choose(cands, ai, b, ii, *rcmp))
         ang, dx, dy, mir, sc = (np.concatenate(v) for v in zip(*out, strict=True))
         ali = Alignment2D((ang % 360.0).astype(np.float32), dx.astype(np.float32),
                           dy.astype(np.float32), mir.astype(bool), sc.astype(np.float32))  # fmt: skip

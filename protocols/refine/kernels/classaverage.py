@@ -42,6 +42,7 @@ from ._avgtools import (
     AVERAGERS,
     average_groups,
     decay_edge,
+    match_structure_factor,
     normalize_stack,
     reference_filter,
     transform_ctf,
@@ -158,7 +159,8 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
                    keepsig: bool = False, align="rotate_translate_flip", aligncmp: str = "ccc",
                    ralign=None, cmp: str = "ccc", cmp_options=None, averager: str = "mean",
                    normproc="edgemean", automask: bool = False, pixel_size: float = 1.0,
-                   workers=None) -> ClassAverages:  # fmt: skip
+                   workers=None, maxshift=None, aligncmp_options=None, raligncmp: str = "ccc",
+                   raligncmp_options=None, setsfref: bool = False) -> ClassAverages:  # fmt: skip
     """e2classaverage for all classes at once (see the module notes for the passes).
 
     Parameters
@@ -170,27 +172,36 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
     niter : int >= 0, refinement passes after the first (EMAN2 ``--iter``)
     keep, keepsig : exclusion per class on the pass scores (:func:`.selection.keep_mask`)
     align : ``rotate_translate_flip``, ``rotate_translate`` or None
-    aligncmp : ``ccc`` (the aligners' own score; others are not supported)
-    ralign : None or ``refine``
+    aligncmp, aligncmp_options : comparator choosing among the aligner's candidates (``ccc``
+        default: the aligner's own score); see :func:`._pairalign.align_pairs`
+    ralign : None or ``refine`` (the local refinement of :func:`._pairalign.align_pairs`)
+    raligncmp, raligncmp_options : comparator of the refinement
     cmp, cmp_options : comparator of :func:`emforge.numerics.compare.cost` for the scores
     averager : ``mean``, ``ctf.weight`` or ``ctf.auto`` (:func:`._avgtools.average_groups`)
     normproc : ``edgemean``, ``normalize`` or None
     automask : 2-D automask of each new reference instead of the Gaussian edge
     pixel_size : A per pixel (class_qual, and frc/phase comparators via cmp_options)
     workers : threads of the paired aligner
+    maxshift : px, largest |dx|, |dy| of the aligner (default n // 4)
+    setsfref : impose the reference's radial amplitude profile on each final average
+        (EMAN2 ``--setsfref``, ``filter.matchto``) before ``normalize.toimage``
 
     Returns
     -------
     ClassAverages
     """
     a, cls, refs, ctf = _check(images, classes, references, ctf, averager, align, ralign, niter)
-    if aligncmp != "ccc":
-        raise ValueError(
-            f"aligncmp: only 'ccc' (the aligners' score) is supported, got {aligncmp!r}"
-        )
-    opts = dict(cmp_options or {})
-    if cmp in ("frc", "phase"):
-        opts.setdefault("pixel_size", pixel_size)
+
+    def with_px(name, o):
+        o = dict(o or {})
+        if name in ("frc", "phase"):
+            o.setdefault("pixel_size", pixel_size)
+        return o
+
+    opts = with_px(cmp, cmp_options)
+    akw = dict(align=align, ralign=ralign, maxshift=maxshift, aligncmp=aligncmp,
+               aligncmp_options=with_px(aligncmp, aligncmp_options), raligncmp=raligncmp,
+               raligncmp_options=with_px(raligncmp, raligncmp_options), workers=workers)  # fmt: skip
     n_img, sep = cls.shape
     m, n = refs.shape[0], a.shape[1]
     pid, slot = np.nonzero(cls >= 0)
@@ -213,7 +224,7 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
             inc = _grouped_keep(score, grp, keep, keepsig)
         if it == int(niter) + 1 or k == 0:
             break
-        ali = align_pairs(imgs[pid], cur, grp, align=align, ralign=ralign, workers=workers)
+        ali = align_pairs(imgs[pid], cur, grp, **akw)
         aligned, avg = average(ali, inc)
         score = paired_cost(cmp, aligned, cur, grp, **opts)
         cur[active] = reference_filter(avg[active], automask=automask)
@@ -231,7 +242,8 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
         ali = compose_alignments(ali, then)
         ali = Alignment2D(ali.angle, ali.dx, ali.dy, ali.mirror, score.astype(np.float32))
         _, avg = average(ali, inc)
-        out = decay_edge(_to_image(avg[active], refs[active]))
+        fa = match_structure_factor(avg[active], refs[active]) if setsfref else avg[active]
+        out = decay_edge(_to_image(fa, refs[active]))
         averages[active] = out
         counts = np.bincount(grp[inc], minlength=m).astype(np.int64)
         quality[active] = class_quality(out, refs[active], pixel_size=pixel_size)
