@@ -258,18 +258,28 @@ def _ring_tables(n: int):
 
 
 def paired_frc(images, references, ref_index, *, pixel_size: float, minres: float = 200.0,
-               maxres: float = 8.0, snr=None, sweight: bool = True) -> np.ndarray:  # fmt: skip
-    """:func:`emforge.numerics.frc` (unsigned, no zeromask) of image k with
-    ``references[ref_index[k]]``, batched: (K,) float64."""
+               maxres: float = 8.0, snr=None, sweight: bool = True,
+               zeromask: bool = False) -> np.ndarray:  # fmt: skip
+    """:func:`emforge.numerics.frc` (unsigned) of image k with ``references[ref_index[k]]``,
+    batched: (K,) float64. ``zeromask`` zeroes, in both images of a pair, the pixels that are 0
+    in either before the FFT."""
     a = np.asarray(images, dtype=np.float32)
     b = np.asarray(references, dtype=np.float32)
     idx = np.asarray(ref_index, dtype=np.int64).reshape(-1)
     n, nr = a.shape[1], a.shape[1] // 2
     keep, onehot, counts = _ring_tables(n)
-    fa = _fft.rfftn(a, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
-    fb = _fft.rfftn(b, axes=(-2, -1)).reshape(b.shape[0], -1)[:, keep]
-    pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
-    fb = fb[idx]
+    if zeromask:
+        bb = b[idx]
+        both = (a != 0) & (bb != 0)
+        fa = _fft.rfftn(a * both, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
+        fb = _fft.rfftn(bb * both, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
+        pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
+        idx = np.arange(a.shape[0])
+    else:
+        fa = _fft.rfftn(a, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
+        fb = _fft.rfftn(b, axes=(-2, -1)).reshape(b.shape[0], -1)[:, keep]
+        pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
+        fb = fb[idx]
     cross = np.asarray(onehot.T @ np.real(fa * np.conj(fb)).T).T
     den = np.sqrt(np.asarray(onehot.T @ (np.abs(fa) ** 2).T).T * pb[idx])
     curve = np.divide(cross, den, out=np.zeros_like(cross), where=den > 0)
@@ -286,8 +296,7 @@ def paired_frc(images, references, ref_index, *, pixel_size: float, minres: floa
 def paired_cost(name: str, images, references, ref_index, **options) -> np.ndarray:
     """EMAN2-signed comparator of image k with ``references[ref_index[k]]``: (K,) float64.
 
-    ``ccc`` (no options) and ``frc`` (without zeromask) are batched; any other comparator or
-    option goes through :func:`emforge.numerics.compare.cost` once per reference (a loop over
+    ``ccc`` (no options) and ``frc`` are batched; any other comparator or option goes through :func:`emforge.numerics.compare.cost` once per reference (a loop over
     classes, not pairs).
     """
     a = np.asarray(images, dtype=np.float32)
@@ -295,8 +304,8 @@ def paired_cost(name: str, images, references, ref_index, **options) -> np.ndarr
     idx = np.asarray(ref_index, dtype=np.int64).reshape(-1)
     if name == "ccc" and not options:
         return -_paired_ccc(a, b, idx)
-    if name == "frc" and not options.get("zeromask", False) and "pixel_size" in options:
-        return -paired_frc(a, b, idx, **{k: v for k, v in options.items() if k != "zeromask"})
+    if name == "frc" and "pixel_size" in options:
+        return -paired_frc(a, b, idx, **options)
     out = np.empty(idx.size)
     order = np.argsort(idx, kind="stable")
     bounds = np.flatnonzero(np.diff(idx[order])) + 1

@@ -58,7 +58,9 @@ def test_paired_cost_matches_the_comparator_per_pair():
     idx = np.array([0, 1, 0, 1, 1])
     from emforge.numerics import cost
 
-    for name, opts in (("ccc", {}), ("frc", {"pixel_size": 2.0, "minres": 100, "maxres": 8})):
+    parts[1, :3] = 0  # zeromask has pixels to leave out
+    frc = {"pixel_size": 2.0, "minres": 100, "maxres": 8}
+    for name, opts in (("ccc", {}), ("frc", frc), ("frc", {**frc, "zeromask": True})):
         want = [cost(name, parts[i], refs[idx[i]], **opts)[0, 0] for i in range(5)]
         np.testing.assert_allclose(paired_cost(name, parts, refs, idx, **opts), want, rtol=2e-5)
 
