@@ -20,9 +20,9 @@ What happens per class (facts §3.7, e2classaverage ``class_average``):
 4. Final: the last reference is aligned onto the class's projection (``rotate_translate`` +
    ``refine``, ccc); each member's alignment is composed with it and the ORIGINAL (normalised)
    images are averaged once more with the composed alignments and the inclusion flags, so the
-   average sits in the projection's frame. Then ``normalize.toimage`` (least-squares scale
-   and offset onto the projection) and ``--decayedge`` (circlemean at n/2 - n/15, Gaussian edge
-   of width n/20). class_qual = frc(30-10 A) / frc(100-30 A) of the average with the
+   average sits in the projection's frame (no final alignment with ``align=None``). Then
+   ``normalize.toimage`` (least-squares scale and offset onto the projection) and
+   ``--decayedge`` (circlemean at n/2 - n/15, Gaussian edge of width n/20). class_qual = frc(30-10 A) / frc(100-30 A) of the average with the
    projection (larger is better).
 
 Speed: every step runs on all members of all classes at once (paired alignment batched
@@ -233,8 +233,8 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
     counts = np.zeros(m, np.int64)
     quality = np.full(m, np.nan)
     if k:
-        fin = align_pairs(cur[active], refs, active, align="rotate_translate", ralign="refine",
-                          workers=workers)  # fmt: skip
+        fin = align_pairs(cur[active], refs, active, align="rotate_translate" if align else None,
+                          ralign="refine" if align else None, workers=workers)  # fmt: skip
         where = np.full(m, -1, np.int64)
         where[active] = np.arange(active.size)
         pick = where[grp]
