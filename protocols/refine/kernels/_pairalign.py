@@ -14,6 +14,7 @@ with :func:`emforge.numerics.compare.cost` semantics (EMAN2 sign, smaller is bet
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,6 +31,11 @@ __all__ = ["align_pairs", "paired_cost", "paired_frc", "ALIGNERS"]
 
 ALIGNERS = ("rotate_translate_flip", "rotate_translate", None)
 _CHUNK = 512
+
+
+def _th() -> int | None:
+    """FFT threads: 1 inside the aligner's worker threads (they already share the cores)."""
+    return None if threading.current_thread() is threading.main_thread() else 1
 
 
 def _herm(n: int) -> np.ndarray:
@@ -66,7 +72,7 @@ def _window(ccf: np.ndarray, ms: int):
 
 def _ref_tables(b: np.ndarray, nang: int):
     n = b.shape[1]
-    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1))
+    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1), threads=_th())
     bf[:, 0, 0] = 0
     energy = (np.abs(bf) ** 2 * _herm(n)).sum((-2, -1)) / (n * n)
     iy, ix = np.ogrid[0:n, 0 : n // 2 + 1]
@@ -84,10 +90,10 @@ def _score_at(a, idx, tables, angle, mirror, ms: int):
     translation within +-ms (CCF peak, sub-pixel), as in the coarse search."""
     n = a.shape[1]
     bf, be, _ = tables
-    g = _fft.rfftn(_rotate(a, angle, mirror), axes=(-2, -1))
+    g = _fft.rfftn(_rotate(a, angle, mirror), axes=(-2, -1), threads=_th())
     g[..., 0, 0] = 0
     ea = (np.abs(g) ** 2 * _herm(n)).sum((-2, -1)) / (n * n)
-    ccf = _fft.irfftn(bf[idx] * np.conj(g), shape=(a.shape[0], n, n), axes=(-2, -1))
+    ccf = _fft.irfftn(bf[idx] * np.conj(g), shape=(a.shape[0], n, n), axes=(-2, -1), threads=_th())
     sy, sx, peak = _window(ccf, ms)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = -peak / np.sqrt(ea * be[idx])
@@ -130,14 +136,16 @@ def _chunk(a, idx, tables, nang: int, ms: int, flip: bool):
     fp = _footprints(a, nang)  # (k, rings, nh); the mirror image's is its conjugate
     fpa = np.stack([fp, np.conj(fp)]) if flip else fp[None]  # (polar angle t -> 180 - t)
     c = np.einsum("mkrh,krh->mkh", np.conj(fpa), fpb[idx])
-    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (nm, k)
+    j = np.argmax(
+        _fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,), threads=_th()), axis=-1
+    )  # (nm, k)
     rot = np.stack([_rotate(both[m], j[m] * (180.0 / nang)) for m in range(nm)])
-    g = _fft.rfftn(rot, axes=(-2, -1))
+    g = _fft.rfftn(rot, axes=(-2, -1), threads=_th())
     g[..., 0, 0] = 0
     ea = (np.abs(g) ** 2 * _herm(n)).sum((-2, -1)) / (n * n)  # (nm, k)
     bb = bf[idx][None]
     x = np.stack([bb * np.conj(g), bb * g])  # (turn, nm, k, n, nh)
-    ccf = _fft.irfftn(x, shape=(*x.shape[:-2], n, n), axes=(-2, -1))
+    ccf = _fft.irfftn(x, shape=(*x.shape[:-2], n, n), axes=(-2, -1), threads=_th())
     sy, sx, peak = _window(ccf, ms)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = -peak / np.sqrt(ea[None] * be[idx][None, None])
@@ -271,13 +279,13 @@ def paired_frc(images, references, ref_index, *, pixel_size: float, minres: floa
     if zeromask:
         bb = b[idx]
         both = (a != 0) & (bb != 0)
-        fa = _fft.rfftn(a * both, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
-        fb = _fft.rfftn(bb * both, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
+        fa = _fft.rfftn(a * both, axes=(-2, -1), threads=_th()).reshape(a.shape[0], -1)[:, keep]
+        fb = _fft.rfftn(bb * both, axes=(-2, -1), threads=_th()).reshape(a.shape[0], -1)[:, keep]
         pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
         idx = np.arange(a.shape[0])
     else:
-        fa = _fft.rfftn(a, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
-        fb = _fft.rfftn(b, axes=(-2, -1)).reshape(b.shape[0], -1)[:, keep]
+        fa = _fft.rfftn(a, axes=(-2, -1), threads=_th()).reshape(a.shape[0], -1)[:, keep]
+        fb = _fft.rfftn(b, axes=(-2, -1), threads=_th()).reshape(b.shape[0], -1)[:, keep]
         pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
         fb = fb[idx]
     cross = np.asarray(onehot.T @ np.real(fa * np.conj(fb)).T).T
