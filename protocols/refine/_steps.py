@@ -216,6 +216,7 @@ def simmx_step(
         aligncmp=options["aligncmp"]["name"],
         raligncmp=options["raligncmp"]["name"],
         prefilt=options["prefilt"],
+        candidates=options.get("candidates", 0),
     )
     info: dict[str, Any] = {}
     if options["twostage"] > 0:
