@@ -34,6 +34,30 @@ __all__ = [
 ]
 
 
+def _pin_threads() -> None:
+    """One FFT thread and one compiled-kernel thread for a step on a worker slot.
+
+    A worker (a pool process or a Dask worker with one thread per slot) runs one step per
+    core, so the step gains nothing from more threads; pinning them also makes a step's
+    arithmetic the same on every executor: FFTW plans and numba's per-thread partial sums
+    differ with the thread count, and in a refinement a last-bit difference in a score can
+    flip a near-tie between two references. ``EMFORGE_FFT_THREADS`` is read at each call;
+    ``NUMBA_NUM_THREADS`` before numba loads, ``numba.set_num_threads`` (per thread) after.
+    """
+    os.environ["EMFORGE_FFT_THREADS"] = "1"
+    numba = sys.modules.get("numba")
+    if numba is None:
+        os.environ["NUMBA_NUM_THREADS"] = "1"
+    else:
+        numba.set_num_threads(1)
+
+
+def call_on_worker(fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
+    """:func:`call_step` on a worker slot (process pool or Dask), threads pinned to one."""
+    _pin_threads()
+    return call_step(fn, ctx, args)
+
+
 class _Done:
     """Handle of an inline call: already finished."""
 
@@ -158,7 +182,7 @@ class ProcessExecutor(Executor):
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            future = self._pool.submit(call_step, fn, ctx, args)
+            future = self._pool.submit(call_on_worker, fn, ctx, args)
         except BrokenProcessPool:  # an earlier step's worker died: this one cannot start
             future = Future()
             future.set_exception(BrokenProcessPool())
@@ -225,7 +249,7 @@ class DaskExecutor(Executor):
         self._futures: list[Any] = []
 
     def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
-        fut = self._client.submit(call_step, fn, ctx, args, pure=False)
+        fut = self._client.submit(call_on_worker, fn, ctx, args, pure=False)
         self._futures.append(fut)
         return fut
 
