@@ -67,6 +67,7 @@ BUILTIN_PLUGINS = (
     "simulate",
     "reconstruct",
     "project",
+    "refine",
 )
 #: the distribution that ships the built-in plugins (their names are reserved to it)
 _OWN_DISTRIBUTION = "emforge"
