@@ -1,7 +1,8 @@
 """One refinement iteration (refine.projection_matching): time per particle, local vs Dask.
 
     python benchmarks/bench_refine.py [--sizes 2500,5000,10000] [--box 64] [--delta 5]
-        [--workers 2] [--repeats 5] [--no-cold] [--no-dask] [--keep DIR] [--quick]
+        [--workers 2] [--repeats 5] [--no-cold] [--no-dask] [--set KEY=VALUE] [--keep DIR]
+        [--quick]
 
 What is timed: one iteration of ``refine.projection_matching`` (``iter=1``, ``sym=c1``,
 ``delta=5`` -> 833 references in EMAN2's c1 asymmetric unit without mirrors, gold standard:
@@ -37,6 +38,8 @@ thread variables of the calling shell (printed); the engine runs ``--workers`` p
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +56,8 @@ POSE_COLUMNS = ("rot", "tilt", "psi", "shift_x", "shift_y")
 
 
 def _params(delta: float) -> dict:
-    return {"iter": 1, "sym": "c1", "delta": delta}
+    extra = json.loads(os.environ.get("BENCH_REFINE_SET", "{}"))
+    return {"iter": 1, "sym": "c1", "delta": delta, **extra}
 
 
 def prepare(folder: Path, sizes: list[int], box: int) -> tuple[str, dict[int, str], str]:
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold case")
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask case")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra refine.projection_matching params (JSON values)")  # fmt: skip
     ap.add_argument("--keep", type=Path, default=None, help="make the project in this folder")
     ap.add_argument("--quick", action="store_true", help="250/500/1000 at 32², δ 15°, no cold")
     args = ap.parse_args(argv)
@@ -144,12 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     if not refine_installed():
         print("refine.projection_matching is not installed (the refinement family, #12)")
         return 2
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except ValueError:
+            extra[key] = value
+    os.environ["BENCH_REFINE_SET"] = json.dumps(extra)  # seen by _params here and in children
     sizes = sorted(int(s) for s in args.sizes.split(","))
     nref = len(eman_orientations("c1", args.delta))
     print(f"[machine] {machine()}")
     wait_quiet(timeout=60)
     print(f"[case] one iteration, c1, delta {args.delta}° ({nref} references), box {args.box}, "
-          f"{args.workers} workers, {args.repeats} repeats", flush=True)  # fmt: skip
+          f"{args.workers} workers, {args.repeats} repeats, extra params {extra}", flush=True)  # fmt: skip
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-refine-"))
     folder.mkdir(parents=True, exist_ok=True)
     project, sets, model = prepare(folder, sizes, args.box)
