@@ -20,10 +20,16 @@ Conventions
   the angle and angle + 180 are then tried with a translational CCF (integer peak within
   +-maxshift, refined to sub-pixel by a parabola), for the particle and its mirror image; the
   lowest score wins. Rotations are bilinear, on a grid of ``180 / nang`` degree steps.
+* Implementation: per particle, the spectra of its ``nang`` rotations (and of its mirror) are
+  made once; per pair, a compiled kernel (:mod:`._align_kernels`) forms the four CCF spectra
+  (mirror x turn) straight into reused FFTW buffers, the inverse FFT is pruned to the
+  2 ms + 3 rows around zero shift that the peak search reads, and the peak search with its
+  parabola is compiled too. Results equal the plain numpy formulation to float32 rounding.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -159,74 +165,111 @@ def _rotated_spectra(a: np.ndarray, nang: int, threads: int) -> tuple[np.ndarray
     herm = np.full(n // 2 + 1, 2.0, np.float32)
     herm[[0, -1]] = 1.0
     energy = (np.abs(f) ** 2 * herm).sum((-2, -1)) / (n * n)
-    return f.reshape(a.shape[0], nang, -1), energy
+    # kx-major (transposed) layout: the CCF's inverse FFT runs along contiguous ky first
+    return np.ascontiguousarray(f.transpose(0, 1, 3, 2)).reshape(a.shape[0], nang, -1), energy
 
 
-def _window(ccf: np.ndarray, ms: int):
-    """Integer peak within +-ms of a CCF (..., n, n) whose zero shift is at n//2, refined by a
-    parabola along each axis; returns (sy, sx, peak)."""
-    c = ccf.shape[-1] // 2
-    w = ccf[..., c - ms - 1 : c + ms + 2, c - ms - 1 : c + ms + 2]
-    inner = np.ascontiguousarray(w[..., 1:-1, 1:-1]).reshape(*w.shape[:-2], -1)
-    k = np.argmax(inner, axis=-1)
-    iy, ix = np.divmod(k, 2 * ms + 1)
-    iy, ix = iy + 1, ix + 1
-    peak = np.take_along_axis(inner, k[..., None], -1)[..., 0]
-    flat = np.ascontiguousarray(w).reshape(*w.shape[:-2], -1)
-    side = w.shape[-1]
+class _Workspace:
+    """Buffers and plans of the pruned inverse FFT of ``nbatch`` CCF spectra of box n: the
+    complex inverse along y, then the real inverse along x of the 2 ms + 3 rows around zero
+    shift only (all that the peak search reads). ``run`` leaves ``scale`` times the CCF
+    rows in ``out`` (FFTW's unnormalised transforms)."""
 
-    def at(dy, dx):
-        return np.take_along_axis(flat, ((iy + dy) * side + ix + dx)[..., None], -1)[..., 0]
+    def __init__(self, nbatch: int, n: int, ms: int):
+        h, c = n // 2 + 1, n // 2
+        self.rows = slice(c - ms - 1, c + ms + 2)
+        self.n = n
+        empty = _fft.pyfftw.empty_aligned if _fft.backend() == "pyfftw" else np.empty
+        self.x = empty((nbatch, h, n), dtype=np.complex64)  # transposed spectra (kx, ky)
+        self.z = empty((nbatch, h, n), dtype=np.complex64)
+        self.out = empty((nbatch, n, 2 * ms + 3), dtype=np.float32)  # (x, y) window rows
+        self.plans = None
+        self.scale = 1.0
+        if _fft.backend() == "pyfftw":
+            fftw = _fft.pyfftw.FFTW
+            flags = ("FFTW_MEASURE", "FFTW_DESTROY_INPUT")
+            self.plans = (
+                fftw(self.x, self.z, axes=(2,), direction="FFTW_BACKWARD", flags=flags,
+                     threads=1),
+                fftw(self.z[:, :, self.rows], self.out, axes=(1,), direction="FFTW_BACKWARD",
+                     flags=flags, threads=1),
+            )  # fmt: skip
+            self.scale = float(n * n)
 
-    def para(m, p):
-        d = m - 2 * peak + p
-        with np.errstate(invalid="ignore", divide="ignore"):
-            off = np.where(d < 0, 0.5 * (m - p) / d, 0.0)
-        return np.clip(off, -0.5, 0.5)
+    def run(self) -> None:
+        if self.plans is not None:
+            self.plans[0].execute()
+            self.plans[1].execute()
+            return
+        z = _fft.ifftn(self.x, axes=(2,), threads=1)
+        self.out[...] = _fft.irfftn(np.ascontiguousarray(z[:, :, self.rows]),
+                                    shape=self.out.shape, axes=(1,), threads=1)  # fmt: skip
 
-    oy = para(at(-1, 0), at(1, 0))
-    ox = para(at(0, -1), at(0, 1))
-    return iy - ms - 1 + oy, ix - ms - 1 + ox, peak
+
+_WORKSPACES: dict[tuple, list[_Workspace]] = {}
+_WS_LOCK = threading.Lock()
+
+
+def _take_workspace(nbatch: int, n: int, ms: int) -> _Workspace:
+    key = (nbatch, n, ms)
+    with _WS_LOCK:
+        free = _WORKSPACES.get(key)
+        if free:
+            return free.pop()
+        if sum(len(v) for v in _WORKSPACES.values()) > 16:  # other shapes: let them go
+            _WORKSPACES.clear()
+    return _Workspace(nbatch, n, ms)
+
+
+def _give_workspace(ws: _Workspace, key: tuple) -> None:
+    with _WS_LOCK:
+        _WORKSPACES.setdefault(key, []).append(ws)
 
 
 def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, threads: int):
     """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc). ``b_spec`` carries the
     checkerboard that puts the CCF's zero shift at n//2."""
-    nang = a_spec.shape[2]
+    from . import _align_kernels as _k
+
+    nmir, nc, nang = a_spec.shape[:3]
+    mc = b_spec.shape[0]
     fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
-    c = np.matmul(np.ascontiguousarray(fa), np.ascontiguousarray(fp_b.transpose(2, 1, 0)))
-    c = c.reshape(c.shape[0], 2, -1, c.shape[2]).transpose(1, 2, 3, 0)
-    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (2, Nc, Mc)
-    nidx = np.arange(j.shape[1])[None, :, None]
-    g = a_spec[np.arange(2)[:, None, None], nidx, j]  # (2, Nc, Mc, P)
-    ea = a_energy[np.arange(2)[:, None, None], nidx, j]
-    bb = b_spec[None, None]
-    x = np.stack([bb * np.conj(g), bb * g])  # (2 turn, 2 mirror, Nc, Mc, P)
-    half = (n, n // 2 + 1)
-    ccf = _fft.irfftn(
-        x.reshape(*x.shape[:-1], *half),
-        shape=(*x.shape[:-1], n, n),
-        axes=(-2, -1),
-        threads=threads,
-        planner_effort="FFTW_ESTIMATE",
-    )
-    sy, sx, peak = _window(ccf, ms)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = -peak / np.sqrt(ea[None] * b_energy[None, None, None, :])
-    score = np.where(np.isfinite(score), score, 1e24)
-    flat = score.reshape(4, *score.shape[2:])
-    best = np.argmin(flat, axis=0)
-    pick = lambda v: np.take_along_axis(v.reshape(4, *v.shape[2:]), best[None], 0)[0]  # noqa: E731
-    turn, mir = np.divmod(best, 2)
-    ang = np.take_along_axis(j, mir[None], 0)[0] * (180.0 / nang) + 180.0 * turn
-    return ang, pick(sx), pick(sy), mir.astype(bool), pick(score)
+    c = np.matmul(np.ascontiguousarray(fa), fp_b)  # fp_b (nf, rings, Mc)
+    c = c.reshape(c.shape[0], nmir, -1, c.shape[2]).transpose(1, 2, 3, 0)
+    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (m, Nc, Mc)
+    nb = 2 * nmir * mc
+    key = (nb, n, ms)
+    ws = _take_workspace(*key)
+    sy, sx, peak = (np.empty(nb) for _ in range(3))
+    ang, dx, dy, score = (np.empty((nc, mc)) for _ in range(4))
+    mirror = np.empty((nc, mc), bool)
+    cols = np.arange(mc)
+    try:
+        for i in range(nc):
+            ji = np.ascontiguousarray(j[:, i])
+            _k.cross_products(a_spec[:, i], ji, b_spec, ws.x.reshape(ws.x.shape[0], -1))
+            ws.run()
+            _k.window_peaks(ws.out, ms, n // 2 - ms - 1, nb, sy, sx, peak)
+            ea = a_energy[np.arange(nmir)[:, None], i, ji]  # (m, Mc)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sc = -(peak / ws.scale).reshape(2, nmir, mc) / np.sqrt(ea[None] * b_energy)
+            sc = np.where(np.isfinite(sc), sc, 1e24).reshape(2 * nmir, mc)
+            best = np.argmin(sc, axis=0)
+            turn, mir = np.divmod(best, nmir)
+            ang[i] = ji[mir, cols] * (180.0 / nang) + 180.0 * turn
+            pick = best * mc + cols
+            dx[i], dy[i], score[i] = sx[pick], sy[pick], sc.ravel()[pick]
+            mirror[i] = mir.astype(bool)
+    finally:
+        _give_workspace(ws, key)
+    return ang, dx, dy, mirror, score
 
 
-def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int):
+def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int, flip: bool = True):
     """Align the particles ``ai`` (k, n, n) to all references; (k, M) arrays."""
     n = ai.shape[1]
     b_spec, b_energy, fp_b = refs
-    both = np.stack([ai, _mirror(ai)])
+    both = np.stack([ai, _mirror(ai)]) if flip else ai[None]
     spec_e = [_rotated_spectra(x, nang, threads) for x in both]
     a_spec = np.stack([sp_ for sp_, _ in spec_e])
     a_energy = np.stack([e for _, e in spec_e])
@@ -238,7 +281,7 @@ def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int):
             fp_a,
             b_spec[j : j + mstep],
             b_energy[j : j + mstep],
-            fp_b[j : j + mstep],
+            fp_b[:, :, j : j + mstep],
             n,
             ms,
             threads,
@@ -257,12 +300,14 @@ def _reference_spectra(b: np.ndarray, nang: int):
     energy = (np.abs(bf) ** 2 * herm).sum((-2, -1)) / (n * n)
     iy, ix = np.ogrid[0:n, 0 : n // 2 + 1]
     bf *= (1 - 2 * ((iy + ix) % 2)).astype(np.float32)  # CCF zero shift at n//2
-    return bf.reshape(b.shape[0], -1), energy, _footprints(b, nang)
+    fp = np.ascontiguousarray(_footprints(b, nang).transpose(2, 1, 0))  # (nf, rings, M)
+    return np.ascontiguousarray(bf.transpose(0, 2, 1)).reshape(b.shape[0], -1), energy, fp
 
 
 def rotate_translate_flip(images, references, *, maxshift: float | None = None, shrink: int = 1,
                           nang: int = 180, chunk_pairs: int = 1024,
-                          workers: int | None = None) -> Alignment2D:  # fmt: skip
+                          workers: int | None = None, flip: bool = True,
+                          pairs=None) -> Alignment2D:  # fmt: skip
     """Align every image (particle) to every reference (EMAN2 ``rotate_translate_flip``).
 
     Parameters
@@ -283,10 +328,18 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     workers : int, optional
         Threads working on chunks of particles in parallel (default: the FFT thread count,
         :func:`.fft.default_threads`); each runs its FFTs on one thread.
+    flip : bool
+        Also try the x-mirrored particle (default; EMAN2 ``rotate_translate_flip``). False:
+        EMAN2 ``rotate_translate`` (``mirror`` always False).
+    pairs : int array (N, K), optional
+        Align particle i only to the references ``pairs[i]`` (entries -1: none; their result
+        has score +inf and zero angle and shifts). The result is then (N, K), entry [i, k]
+        for reference ``pairs[i, k]``.
 
     Returns
     -------
-    Alignment2D with (N, M) arrays; ``.best()`` picks each particle's reference.
+    Alignment2D with (N, M) arrays (or (N, K) with ``pairs``); ``.best()`` picks each
+    particle's reference.
     """
     a = fourier_shrink_2d(_stack(images, "images"), shrink)
     b = fourier_shrink_2d(_stack(references, "references"), shrink)
@@ -301,12 +354,21 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     ms = n // 4 if maxshift is None else int(np.floor(float(maxshift) / shrink))
     ms = int(np.clip(ms, 0, n // 2 - 2))
     refs = _reference_spectra(b, nang)
+    if pairs is not None:
+        pairs = np.asarray(pairs)
+        if pairs.ndim != 2 or pairs.shape[0] != a.shape[0] or pairs.dtype.kind not in "iu":
+            raise ValueError(f"pairs: need integer (N, K) = ({a.shape[0]}, K), got {pairs.shape}")
+        if pairs.size and (pairs.max() >= nm or pairs.min() < -1):
+            raise ValueError(f"pairs: reference indices must be -1 or in [0, {nm})")
+        return _aligned_pairs(a, refs, pairs, int(nang), ms, int(chunk_pairs), nw, bool(flip),
+                              shrink)  # fmt: skip
     mstep = max(1, min(nm, int(chunk_pairs)))
     nstep = max(1, int(chunk_pairs) // mstep)
     starts = range(0, a.shape[0], nstep)
 
     def run(i):
-        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0)
+        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0,
+                               bool(flip))  # fmt: skip
 
     if nw > 1 and len(starts) > 1:
         with ThreadPoolExecutor(nw) as pool:
@@ -314,6 +376,38 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     else:
         chunks = [run(i) for i in starts]
     ang, dx, dy, mir, score = (np.concatenate(v) for v in zip(*chunks, strict=True))
+    return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
+                       (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
+
+
+def _aligned_pairs(a, refs, pairs, nang, ms, chunk_pairs, nw, flip, shrink) -> Alignment2D:
+    """:func:`rotate_translate_flip` with a reference subset per particle, (N, K) arrays."""
+    b_spec, b_energy, fp_b = refs
+    nimg, k = pairs.shape
+    out = [np.zeros((nimg, k), np.float64) for _ in range(3)]
+    mir = np.zeros((nimg, k), bool)
+    score = np.full((nimg, k), np.inf)
+
+    def run(i):
+        sel = np.flatnonzero(pairs[i] >= 0)
+        if sel.size == 0:
+            return
+        idx = pairs[i, sel]
+        sub = (b_spec[idx], b_energy[idx], fp_b[:, :, idx])
+        mstep = max(1, min(idx.size, chunk_pairs))
+        res = _particle_chunk(a[i : i + 1], sub, nang, ms, mstep, 1 if nw > 1 else 0, flip)
+        for o, v in zip(out, res[:3], strict=True):
+            o[i, sel] = v[0]
+        mir[i, sel] = res[3][0]
+        score[i, sel] = res[4][0]
+
+    if nw > 1 and nimg > 1:
+        with ThreadPoolExecutor(nw) as pool:
+            list(pool.map(run, range(nimg)))
+    else:
+        for i in range(nimg):
+            run(i)
+    ang, dx, dy = out
     return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
                        (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
 

@@ -93,6 +93,8 @@ class RefineAligner(_Sub):
     """EMAN2 ``refine``: local simplex refinement of the exhaustive alignment."""
 
     name: Literal["refine"] = "refine"
+    precision: float = Field(0.04, gt=0, description="final step of the simplex (px)")
+    maxiter: int = Field(28, ge=1, description="rounds of the simplex search")
 
 
 class AutoMask3D(_Sub):

@@ -17,6 +17,7 @@ from ._params import (
     LoopParams,
     Make3DParams,
     ProjectParams,
+    RefineAligner,
     SimmxParams,
 )
 
@@ -76,9 +77,7 @@ def common_problems(p: Any, info: dict[str, Any], *, n_refs: int | None) -> list
     for name in ("shrink", "twostage"):
         f = getattr(p, name, 0)
         if f > 1 and box and (box % f or (box // f) % 2 or box // f < 8):
-            problems.append(
-                f"param '{name}': {box} px / {f} must be an even box of at least 8 px"
-            )
+            problems.append(f"param '{name}': {box} px / {f} must be an even box of at least 8 px")
     if getattr(p, "classaverager", "mean") != "mean" and not info.get("has_ctf", True):
         problems.append(
             f"param 'classaverager': {p.classaverager} needs CTF columns on the particles "
@@ -117,10 +116,15 @@ class ProjectionMatching(Protocol):
         "volume": Output("Volume", "final map (sum of the unfiltered halves) with its half maps"),
         "filtered": Output("Volume", "final Wiener-filtered, masked map and its filtered halves"),
         "fsc": Output("FSC", "gold-standard FSC of the last iteration (masked)"),
-        "particles": Output("SetOfParticles", "input rows with refined poses, shifts (Å), "
-                            "class, score and half (subset)"),  # fmt: skip
-        "classes": Output("SetOfParticles", "class averages of both halves with their "
-                          "projection directions, member counts (count) and quality"),  # fmt: skip
+        "particles": Output(
+            "SetOfParticles",
+            "input rows with refined poses, shifts (Å), class, score and half (subset)",
+        ),  # fmt: skip
+        "classes": Output(
+            "SetOfParticles",
+            "class averages of both halves with their "
+            "projection directions, member counts (count) and quality",
+        ),  # fmt: skip
     }
     citations = (
         "Tang G, et al. (2007) EMAN2: an extensible image processing suite for electron "
@@ -172,12 +176,12 @@ class ProjectionMatching(Protocol):
         return problems
 
     def _startiter_problems(self) -> list[str]:
+        """Iteration k-1's maps must exist to re-enter at k. Without a run folder (a new run,
+        or ``runs edit``, which validates without one) this cannot be checked here; the
+        project step then fails in one line naming the missing map."""
         k = self.params.startiter
         if self.workdir is None:
-            return [
-                f"param 'startiter': {k} re-enters an existing run; a new run starts at 1 "
-                f"(emforge runs edit RUN -p startiter={k}, then runs resume)"
-            ]
+            return []
         from ._steps import seed_map
 
         prev = self.workdir / "extra" / f"iter_{k - 1:02d}"
@@ -200,6 +204,13 @@ class ProjectionMatching(Protocol):
             (p.prefilt, K.similarity_matrix, "prefilt", "prefilt"),
             (p.classrefsf, K.class_averages, "setsfref", "classrefsf"),
             (p.classalign.maxshift is not None, K.class_averages, "maxshift", "classalign"),
+            (
+                p.classralign not in (None, RefineAligner()),
+                K.class_averages,
+                "ralign_options",
+                "classralign",
+            ),
+            (p.classaligncmp.name != "ccc", K.class_averages, "aligncmp_options", "classaligncmp"),
             (p.simaligncmp.name != "ccc", K.similarity_matrix, "aligncmp", "simaligncmp"),
             (p.simraligncmp.name != "ccc", K.similarity_matrix, "raligncmp", "simraligncmp"),
             (p.classraligncmp.name != "ccc", K.class_averages, "raligncmp", "classraligncmp"),

@@ -8,7 +8,6 @@ projection's angles) composed with its final 2-D alignment from class averaging
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -50,8 +49,6 @@ def finish_step(
     ctx: StepContext, *, extra: str, meta: str, first: int, last: int, n_refs: int, chunk: int,
     goldstandard: bool, pixel_size: float, box: int, source_id: int, n: int, sym: str,
 ) -> dict:  # fmt: skip
-    from emforge.numerics import fsc
-
     from ._steps import gather_classes
 
     ex = Path(extra)
@@ -128,7 +125,6 @@ def finish_step(
     resolutions = [float(K.eman_resolution(h["s"], h["fsc_masked"], 0.143)) for _, h in history]
     _write_report(ctx, history, resolutions, cols, gallery, even + odd, _read_map(d / "threed.mrc"),
                   sym=sym, px=px, n=n, n_refs=n_refs, res=res[0.143])  # fmt: skip
-    _ = fsc
     return {
         "resolution": res[0.143],
         "resolutions": resolutions,
@@ -175,10 +171,11 @@ def _write_report(ctx, history, resolutions, cols, gallery, raw, filtered, *, sy
     top = top[counts[top] > 0]
     if len(top):
         pr = read_rows(proj, top)
-        pairs = np.concatenate([np.stack([avg[j], pr[i]]) for i, j in enumerate(top)])
-        panels.append(Panel("image", "class averages (odd columns) beside their projections",
-                            image=montage(pairs, count=len(pairs)), label="z-score",
-                            xlabel="x (px)", ylabel="y (px)"))  # fmt: skip
+        rows = [np.hstack([montage(avg[j][None], 1), montage(pr[i][None], 1)])
+                for i, j in enumerate(top)]  # fmt: skip
+        panels.append(Panel("image", "class averages (left) beside their projections (right)",
+                            image=np.vstack(rows), label="z-score", xlabel="x (px)",
+                            ylabel="y (px)"))  # fmt: skip
     panels.append(Panel("slices", "central slices: raw halves' sum (left), filtered (right)",
                         before=raw, after=filtered))  # fmt: skip
     table = [
@@ -189,7 +186,3 @@ def _write_report(ctx, history, resolutions, cols, gallery, raw, filtered, *, sy
         ("pixel", f"{px:.4g} Å"),
     ]
     write_report(ctx.extra, "refine.projection_matching", panels, table)
-
-
-def _unused(*_a: Any) -> None:  # keeps the import list honest for linters
-    return None

@@ -127,8 +127,9 @@ def project_stage_step(ctx: StepContext, *, path: str, pixel_size: float, box: i
 class _TwoInputs(Protocol):
     inputs = {
         "particles": Input(("SetOfParticles",), "particles (CTF from the rows, if any)"),
-        "references": Input(("SetOfParticles",), "reference projections with their angles "
-                            "(refine.project)"),  # fmt: skip
+        "references": Input(
+            ("SetOfParticles",), "reference projections with their angles (refine.project)"
+        ),  # fmt: skip
     }
 
     def _info(self) -> tuple[list[str], dict]:
@@ -382,4 +383,3 @@ def make3d_stage_step(ctx, *, sources, indices, eulers, weights, quality, box, p
                       target=str(target))  # fmt: skip
     ctx.output("volume", Volume(str(target), pixel_size, (box, box, box)))
     return r
-

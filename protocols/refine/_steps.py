@@ -285,6 +285,7 @@ def simmx_step(
     kw: dict[str, Any] = dict(
         align=options["align"]["name"],
         ralign=options["ralign"]["name"] if options["ralign"] else None,
+        ralign_options={k: v for k, v in (options["ralign"] or {}).items() if k != "name"} or None,
         cmp=name,
         cmp_options=cmp_opts,
         maxshift=options["align"].get("maxshift"),
@@ -296,8 +297,8 @@ def simmx_step(
     )
     info: dict[str, Any] = {}
     if options["twostage"] > 0:
-        kw = accepted(K.twostage_similarity, {**kw, "shrink1": options["twostage"]})
-        sim, info = K.twostage_similarity(imgs, refs, **kw)
+        kw = accepted(K.similarity_matrix, kw)
+        sim, info = K.twostage_similarity(imgs, refs, shrink1=options["twostage"], **kw)
     else:
         sim = K.similarity_matrix(imgs, refs, **accepted(K.similarity_matrix, kw))
     _save_npz(target, angle=sim.angle, dx=sim.dx, dy=sim.dy, mirror=sim.mirror, score=sim.score)

@@ -127,3 +127,25 @@ def test_bad_arguments():
         al.rotate_translate_flip(np.zeros((2, 32, 32)), np.zeros((1, 32, 32)), shrink=3)
     with pytest.raises(ValueError, match="references"):
         refine_2d(np.zeros((2, 32, 32)), np.zeros((3, 32, 32)), 0, 0, 0, False)
+
+
+def test_pairs_subset_and_no_flip(case):
+    parts, ref, truth = case
+    refs = np.concatenate([ref, parts[:3]])
+    full = al.rotate_translate_flip(parts, refs, workers=1)
+    pairs = np.array([[0, 2, -1], [3, 0, 1]] * 5)
+    sub = al.rotate_translate_flip(parts, refs, pairs=pairs, workers=1)
+    rows = np.arange(10)[:, None]
+    ok = pairs >= 0
+    np.testing.assert_array_equal(sub.mirror[ok], full.mirror[rows, pairs][ok])
+    for f in ("angle", "dx", "dy", "score"):
+        np.testing.assert_allclose(getattr(sub, f)[ok], getattr(full, f)[rows, pairs][ok],
+                                   rtol=1e-5, atol=1e-4)  # fmt: skip
+    assert np.isinf(sub.score[~ok]).all()
+    plain = al.rotate_translate_flip(parts, ref, flip=False)
+    assert not plain.mirror.any()
+    m = truth["mirror"]
+    np.testing.assert_allclose(plain.score[~m], full.score[~m, :1], atol=1e-5)
+    assert np.all(plain.score[m, 0] > full.score[m, 0])
+    with pytest.raises(ValueError, match="pairs"):
+        al.rotate_translate_flip(parts, refs, pairs=np.array([[0, 9]] * 10))
