@@ -159,7 +159,7 @@ def _rotated_spectra(a: np.ndarray, nang: int, threads: int) -> tuple[np.ndarray
     """Spectra of the particles rotated by j*180/nang, DC removed, and their energies."""
     n = a.shape[1]
     rot = (_rotation_operator(n, nang) @ a.reshape(a.shape[0], -1).T).T
-    rot = rot.reshape(a.shape[0], nang, n, n).astype(np.float32)
+    rot = rot.reshape(a.shape[0], nang, n, n).astype(np.float32, copy=False)
     f = _fft.rfftn(rot, axes=(-2, -1), threads=threads, planner_effort="FFTW_ESTIMATE")
     f[..., 0, 0] = 0
     herm = np.full(n // 2 + 1, 2.0, np.float32)
@@ -216,7 +216,7 @@ def _take_workspace(nbatch: int, n: int, ms: int) -> _Workspace:
         free = _WORKSPACES.get(key)
         if free:
             return free.pop()
-        if sum(len(v) for v in _WORKSPACES.values()) > 16:  # other shapes: let them go
+        if sum(len(v) for v in _WORKSPACES.values()) > 64:  # other shapes: let them go
             _WORKSPACES.clear()
     return _Workspace(nbatch, n, ms)
 
@@ -236,9 +236,15 @@ def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, thre
     fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
     c = np.matmul(np.ascontiguousarray(fa), fp_b)  # fp_b (nf, rings, Mc)
     c = c.reshape(c.shape[0], nmir, -1, c.shape[2]).transpose(1, 2, 3, 0)
-    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (m, Nc, Mc)
+    pad = 16 * -(-mc // 16) - mc  # a few FFT shapes for reference subsets of any size
+    if pad:
+        c = np.concatenate([c, np.zeros((*c.shape[:2], pad, c.shape[3]), c.dtype)], axis=2)
+    ccf = _fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,))
+    j = np.argmax(ccf[:, :, :mc], axis=-1)  # (m, Nc, Mc)
     nb = 2 * nmir * mc
-    key = (nb, n, ms)
+    # workspaces come in batch sizes of whole blocks of 16 references, so that reference
+    # subsets of every size (pairs=) share a few plans; the unused tail is transformed idly
+    key = (2 * nmir * 16 * -(-mc // 16), n, ms)
     ws = _take_workspace(*key)
     sy, sx, peak = (np.empty(nb) for _ in range(3))
     ang, dx, dy, score = (np.empty((nc, mc)) for _ in range(4))

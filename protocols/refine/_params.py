@@ -60,7 +60,7 @@ class FRC(_Sub):
     minres: float = Field(200.0, gt=0, description="low-resolution end of the band (Å)")
     maxres: float = Field(8.0, gt=0, description="high-resolution end of the band (Å)")
     snrweight: bool = Field(
-        False, description="weight rings by each particle's CTF² (needs CTF; else ignored)"
+        False, description="weight rings by each particle's SNR (needs CTF; else ignored)"
     )
     zeromask: bool = Field(False, description="zero pixels that are 0 in either image first")
     sweight: bool = Field(True, description="weight rings by their number of coefficients")
@@ -72,7 +72,7 @@ class Phase(_Sub):
     name: Literal["phase"] = "phase"
     minres: float = Field(500.0, gt=0, description="low-resolution end of the band (Å)")
     maxres: float = Field(10.0, gt=0, description="high-resolution end of the band (Å)")
-    snrweight: bool = Field(False, description="weight rings by each particle's CTF²")
+    snrweight: bool = Field(False, description="weight rings by each particle's SNR")
     ampweight: bool = Field(False, description="weight coefficients by |A||B|")
 
 
@@ -141,6 +141,11 @@ def cmp_options(cmp: Any, *, pixel_size: float) -> dict[str, Any]:
     return opts
 
 
+def cmp_param(default: Any, help: str, **kw: Any) -> Any:
+    """A comparator param: its help lists the choices (the schema shows a union)."""
+    return param(default, help + " (ccc | sqeuclidean | frc | phase, each with its options)", **kw)
+
+
 _SYM = "Point group (EMAN2 axes): cN, dN, tet, oct, icos"
 
 
@@ -175,18 +180,18 @@ class SimmxParams(ProtocolParams):
         section="Similarity",
         ge=0,
     )
-    simcmp: Comparator = param(
+    simcmp: Comparator = cmp_param(
         FRC(zeromask=True, snrweight=True), "Comparator of the similarity matrix",
         section="Similarity",
     )  # fmt: skip
     simalign: Aligner = param(Aligner(), "Aligner of particle to projection", section="Similarity")
-    simaligncmp: Comparator = param(CCC(), "Comparator the aligner optimises",
+    simaligncmp: Comparator = cmp_param(CCC(), "Comparator the aligner optimises",
                                     section="Similarity", level=Level.ADVANCED)  # fmt: skip
     simralign: RefineAligner | None = param(
         None, "Refine aligner after the exhaustive one (None: no refinement)",
         section="Similarity", level=Level.ADVANCED,
     )  # fmt: skip
-    simraligncmp: Comparator = param(CCC(), "Comparator the refine aligner optimises",
+    simraligncmp: Comparator = cmp_param(CCC(), "Comparator the refine aligner optimises",
                                      section="Similarity", level=Level.ADVANCED)  # fmt: skip
     simmask: Literal["none", "auto"] = param(
         "none",
@@ -226,17 +231,17 @@ class ClassAverageParams(ProtocolParams):
     )
     classkeepsig: bool = param(False, "classkeep is in standard deviations",
                                section="Class averaging")  # fmt: skip
-    classcmp: Comparator = param(FRC(snrweight=True), "Comparator scoring particles against "
+    classcmp: Comparator = cmp_param(FRC(snrweight=True), "Comparator scoring particles against "
                                  "their class average", section="Class averaging")  # fmt: skip
     classalign: Aligner = param(Aligner(), "Aligner of particle to class average",
                                 section="Class averaging")  # fmt: skip
-    classaligncmp: Comparator = param(CCC(), "Comparator the aligner optimises",
+    classaligncmp: Comparator = cmp_param(CCC(), "Comparator the aligner optimises",
                                       section="Class averaging", level=Level.ADVANCED)  # fmt: skip
     classralign: RefineAligner | None = param(
         None, "Refine aligner (None: no refinement)", section="Class averaging",
         level=Level.ADVANCED,
     )  # fmt: skip
-    classraligncmp: Comparator = param(CCC(), "Comparator the refine aligner optimises",
+    classraligncmp: Comparator = cmp_param(CCC(), "Comparator the refine aligner optimises",
                                        section="Class averaging", level=Level.ADVANCED)  # fmt: skip
     classaverager: Literal["mean", "ctf.weight", "ctf.auto"] = param(
         "mean",

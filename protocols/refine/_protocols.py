@@ -88,9 +88,10 @@ def common_problems(p: Any, info: dict[str, Any], *, n_refs: int | None) -> list
     return problems
 
 
-class LoopAllParams(LoopParams, ProjectParams, SimmxParams, ClassifyParams, ClassAverageParams,
-                    Make3DParams):  # fmt: skip
-    pass
+class LoopAllParams(
+    Make3DParams, ClassAverageParams, ClassifyParams, SimmxParams, ProjectParams, LoopParams
+):
+    """All params of the loop (fields in the order: loop, projection, ..., reconstruction)."""
 
 
 class ProjectionMatching(Protocol):

@@ -112,28 +112,51 @@ def ctf_of(meta: dict[str, np.ndarray], rows: np.ndarray, box: int, px: float) -
     return ctf_stack(box, pixel_size=px, columns={c: meta[c][rows] for c in CTF_COLUMNS})
 
 
-def ring_snr(ctf: np.ndarray) -> np.ndarray:
-    """Per-ring SNR weights (k, n//2) for a comparator's ``snrweight``: the rotational mean
-    of CTF² (EMAN2 takes the SNR from e2ctf; CTF² is its shape when the structure factor and
-    noise are flat)."""
-    n = ctf.shape[1]
+def _rings(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     ky = np.fft.fftfreq(n) * n
-    kx = np.arange(ctf.shape[2])
-    ring = np.rint(np.hypot(ky[:, None], kx[None, :])).astype(np.int64).ravel()
-    keep = ring < n // 2
-    c2 = (ctf.reshape(len(ctf), -1) ** 2)[:, keep]
-    counts = np.bincount(ring[keep], minlength=n // 2)
-    out = np.stack([np.bincount(ring[keep], c, minlength=n // 2) for c in c2]) / counts
-    return out.astype(np.float64)
+    ring = np.rint(np.hypot(ky[:, None], np.arange(m)[None, :])).astype(np.int64).ravel()
+    return ring, ring < n // 2
 
 
-def resolved_cmp(cmp: dict, *, meta, rows, box, px) -> tuple[str, dict[str, Any]]:
+def ring_snr(ctf: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Per-ring SNR (k, n//2) of particles for a comparator's ``snrweight``.
+
+    EMAN2 takes it from e2ctf's fit; here it is estimated from the particles themselves: the
+    ring power of particle i is modelled as ``S(r)·CTF_i(r)² + N(r)`` and S, N are fitted per
+    ring by least squares over the given particles (their defocus spread separates the two),
+    so ``SNR_i(r) = S(r)·CTF_i(r)²/N(r)``.
+    """
+    from emforge.numerics import rfftn
+
+    k, n = images.shape[0], images.shape[1]
+    ring, keep = _rings(n, ctf.shape[2])
+    nr = n // 2
+    counts = np.maximum(np.bincount(ring[keep], minlength=nr), 1)
+
+    def per_ring(values: np.ndarray) -> np.ndarray:
+        v = values.reshape(k, -1)[:, keep]
+        return np.stack([np.bincount(ring[keep], row, minlength=nr) for row in v]) / counts
+
+    c2 = per_ring(ctf.astype(np.float64) ** 2)
+    power = per_ring(np.abs(rfftn(images.astype(np.float32), axes=(-2, -1))) ** 2)
+    snr = np.zeros((k, nr))
+    for r in range(nr):
+        x, y = c2[:, r], power[:, r]
+        var = np.var(x)
+        s = np.cov(x, y, bias=True)[0, 1] / var if var > 1e-12 else 0.0
+        noise = y.mean() - s * x.mean()
+        if s > 0 and noise > 0:
+            snr[:, r] = s * x / noise
+    return snr
+
+
+def resolved_cmp(cmp: dict, *, meta, rows, box, px, images) -> tuple[str, dict[str, Any]]:
     """(name, options) of a comparator dict for ``numerics.compare.cost``."""
     opts = {k: v for k, v in cmp.items() if k not in ("name", "snrweight")}
     if cmp["name"] in ("frc", "phase"):
         opts["pixel_size"] = float(px)
         if cmp.get("snrweight") and meta is not None and bool(meta["has_ctf"]):
-            opts["snr"] = ring_snr(ctf_of(meta, rows, box, px))
+            opts["snr"] = ring_snr(ctf_of(meta, rows, box, px), images)
     return cmp["name"], opts
 
 
@@ -281,7 +304,9 @@ def simmx_step(
     rows = md[half][start:stop]
     imgs = read_rows(particles, rows)
     refs = read_rows(projections, np.arange(_count(projections)))
-    name, cmp_opts = resolved_cmp(options["cmp"], meta=md, rows=rows, box=box, px=pixel_size)
+    name, cmp_opts = resolved_cmp(
+        options["cmp"], meta=md, rows=rows, box=box, px=pixel_size, images=imgs
+    )
     kw: dict[str, Any] = dict(
         align=options["align"]["name"],
         ralign=options["ralign"]["name"] if options["ralign"] else None,
@@ -344,7 +369,11 @@ def classavg_step(
     rows = md[half][members]
     refs = read_rows(projections, np.arange(_count(projections)))
     imgs = read_rows(particles, rows)
-    name, cmp_opts = resolved_cmp(options["cmp"], meta=md, rows=rows, box=box, px=pixel_size)
+    name, cmp_opts = resolved_cmp(
+        options["cmp"], meta=md, rows=rows, box=box, px=pixel_size, images=imgs
+    )
+    if "snr" in cmp_opts:  # the class-averaging comparator takes one ring SNR curve: the mean
+        cmp_opts["snr"] = cmp_opts["snr"].mean(axis=0)
     kw = dict(
         ctf=ctf_of(md, rows, box, pixel_size) if bool(md["has_ctf"]) else None,
         niter=options["classiter"],

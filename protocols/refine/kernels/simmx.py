@@ -195,7 +195,7 @@ def similarity_matrix(particles, references, *, align: str = "rotate_translate_f
                       maxshift: float | None = None, candidates: int = 0,
                       workers: int | None = None,
                       progress: Callable[[float], None] | None = None,
-                      chunk: int = 256) -> Alignment2D:  # fmt: skip
+                      chunk: int = 1024) -> Alignment2D:  # fmt: skip
     """Align and compare every particle with every reference (EMAN2 ``e2simmx``).
 
     Parameters
@@ -342,6 +342,7 @@ def twostage_similarity(particles, references, *, shrink1: int = 2, ncenters: in
         moved = transform_images_2d(refs[mem], selfsim.angle[mem, t], selfsim.dx[mem, t],
                                     selfsim.dy[mem, t], selfsim.mirror[mem, t])  # fmt: skip
         averages[c] = moved.mean(0)
+    clock.append(time.perf_counter())
     stage1 = similarity_matrix(parts, averages, shrink=shrink1,
                                **{k: v for k, v in options.items()
                                   if k in ("align", "align_options", "cmp", "cmp_options",
@@ -355,7 +356,6 @@ def twostage_similarity(particles, references, *, shrink1: int = 2, ncenters: in
     pairs = np.full((parts.shape[0], width), -1, np.int64)
     for i, r in enumerate(rows):
         pairs[i, : r.size] = r
-    clock.append(time.perf_counter())
     result = _pairs_matrix(parts, refs, pairs, progress=progress, **options)
     clock.append(time.perf_counter())
     info = {
@@ -372,7 +372,7 @@ def twostage_similarity(particles, references, *, shrink1: int = 2, ncenters: in
 def _pairs_matrix(parts, refs, pairs, *, align="rotate_translate_flip", align_options=None,
                   ralign=None, ralign_options=None, cmp="ccc", cmp_options=None, mask=None,
                   shrink=1, maxshift=None, candidates=0, workers=None, progress=None,
-                  chunk=256) -> Alignment2D:  # fmt: skip
+                  chunk=1024) -> Alignment2D:  # fmt: skip
     """Stage 2 of :func:`twostage_similarity`: the listed pairs, scattered into (N, M)."""
     align = _choice("align", align, ALIGNERS)
     ralign = _choice("ralign", ralign, RALIGNERS, none_ok=True)

@@ -149,3 +149,18 @@ def test_pairs_subset_and_no_flip(case):
     assert np.all(plain.score[m, 0] > full.score[m, 0])
     with pytest.raises(ValueError, match="pairs"):
         al.rotate_translate_flip(parts, refs, pairs=np.array([[0, 9]] * 10))
+
+
+def test_same_result_without_pyfftw(case, monkeypatch):
+    """The pruned CCF runs on reused FFTW plans, or through numerics.fft when pyFFTW is absent."""
+    from emforge.numerics import fft
+
+    parts, ref, _ = case
+    refs = np.concatenate([ref, parts[:3]])
+    one = al.rotate_translate_flip(parts, refs, workers=1)
+    monkeypatch.setattr(fft, "backend", lambda: "scipy")
+    monkeypatch.setattr(al, "_WORKSPACES", {})
+    two = al.rotate_translate_flip(parts, refs, workers=1)
+    np.testing.assert_array_equal(one.mirror, two.mirror)
+    for f in ("angle", "dx", "dy", "score"):
+        np.testing.assert_allclose(getattr(one, f), getattr(two, f), rtol=1e-5, atol=1e-4)
