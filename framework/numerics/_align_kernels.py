@@ -80,3 +80,18 @@ def window_peaks(ccf, ms, x0, count, sy, sx, peak):
         sy[b] = iy - ms - 1 + oy
         sx[b] = ix - x0 - ms - 1 + ox
         peak[b] = pk
+
+
+@njit(cache=True, nogil=True)
+def csr_block_matvec(indptr, indices, data, x, blocks, size, out):
+    """Rows ``[b * size, (b + 1) * size)`` for each b in ``blocks`` of a CSR matrix times the
+    vector x: ``out[i] = A[blocks[i] * size : ...] @ x`` (float32 sums in the order of the
+    stored entries, as scipy's ``csr_matvec``). out (len(blocks), size) float32."""
+    for i in range(blocks.size):
+        r0 = blocks[i] * size
+        o = out[i]
+        for r in range(size):
+            s = np.float32(0.0)
+            for k in range(indptr[r0 + r], indptr[r0 + r + 1]):
+                s += data[k] * x[indices[k]]
+            o[r] = s

@@ -142,31 +142,42 @@ def _mirror(a: np.ndarray) -> np.ndarray:
     return np.roll(a[..., ::-1], 1, axis=-1)
 
 
-def _footprints(a: np.ndarray, nang: int) -> np.ndarray:
+def _footprints(a: np.ndarray, nang: int, threads: int | None = None) -> np.ndarray:
     """Angular rfft of the polar Fourier amplitude, ring means removed: (n, rings, nang//2+1)."""
     n = a.shape[1]
     amp = np.abs(
-        np.fft.fftshift(_fft.fftn(a - a.mean((1, 2), keepdims=True), axes=(1, 2)), axes=(1, 2))
+        np.fft.fftshift(
+            _fft.fftn(a - a.mean((1, 2), keepdims=True), axes=(1, 2), threads=threads), axes=(1, 2)
+        )
     )
     op, radii = _polar_operator(n, nang)
     pol = (op @ amp.reshape(a.shape[0], -1).T).T.reshape(a.shape[0], radii.size, nang)
     pol = pol - pol.mean(-1, keepdims=True)
     pol *= np.sqrt(radii)[None, :, None]  # area weight of a ring: sum_r r (A . B) over theta
-    return _fft.rfftn(pol, axes=(-1,)).astype(np.complex64)
+    return _fft.rfftn(pol, axes=(-1,), threads=threads).astype(np.complex64)
 
 
-def _rotated_spectra(a: np.ndarray, nang: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Spectra of the particles rotated by j*180/nang, DC removed, and their energies."""
+def _rotated_spectra(a: np.ndarray, nang: int, threads: int, angles=None):
+    """Spectra of the particles rotated by j*180/nang (all j < nang, or the j in ``angles``),
+    DC removed, and their energies: (k, nj, P) kx-major, (k, nj)."""
+    from . import _align_kernels as _k
+
     n = a.shape[1]
-    rot = (_rotation_operator(n, nang) @ a.reshape(a.shape[0], -1).T).T
-    rot = rot.reshape(a.shape[0], nang, n, n).astype(np.float32, copy=False)
+    op = _rotation_operator(n, nang)
+    blocks = np.arange(nang) if angles is None else np.asarray(angles, np.int64)
+    nj = blocks.size
+    rot = np.empty((a.shape[0], nj, n * n), np.float32)
+    flat = np.ascontiguousarray(a.reshape(a.shape[0], -1), dtype=np.float32)
+    for i in range(a.shape[0]):
+        _k.csr_block_matvec(op.indptr, op.indices, op.data, flat[i], blocks, n * n, rot[i])
+    rot = rot.reshape(a.shape[0], nj, n, n)
     f = _fft.rfftn(rot, axes=(-2, -1), threads=threads, planner_effort="FFTW_ESTIMATE")
     f[..., 0, 0] = 0
     herm = np.full(n // 2 + 1, 2.0, np.float32)
     herm[[0, -1]] = 1.0
     energy = (np.abs(f) ** 2 * herm).sum((-2, -1)) / (n * n)
     # kx-major (transposed) layout: the CCF's inverse FFT runs along contiguous ky first
-    return np.ascontiguousarray(f.transpose(0, 1, 3, 2)).reshape(a.shape[0], nang, -1), energy
+    return np.ascontiguousarray(f.transpose(0, 1, 3, 2)).reshape(a.shape[0], nj, -1), energy
 
 
 class _Workspace:
@@ -226,21 +237,29 @@ def _give_workspace(ws: _Workspace, key: tuple) -> None:
         _WORKSPACES.setdefault(key, []).append(ws)
 
 
-def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, threads: int):
-    """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc). ``b_spec`` carries the
-    checkerboard that puts the CCF's zero shift at n//2."""
-    from . import _align_kernels as _k
-
-    nmir, nc, nang = a_spec.shape[:3]
-    mc = b_spec.shape[0]
+def _footprint_angles(fp_a, fp_b, nang: int, threads: int = 1) -> np.ndarray:
+    """Rotation index j (angle j*180/nang, modulo 180) of every (mirror, particle, reference)
+    from the peak of the footprints' angular CCF: (m, Nc, Mc) int."""
+    nmir, mc = fp_a.shape[0], fp_b.shape[2]
     fa = np.conj(fp_a).transpose(3, 0, 1, 2).reshape(fp_a.shape[3], -1, fp_a.shape[2])
     c = np.matmul(np.ascontiguousarray(fa), fp_b)  # fp_b (nf, rings, Mc)
     c = c.reshape(c.shape[0], nmir, -1, c.shape[2]).transpose(1, 2, 3, 0)
     pad = 16 * -(-mc // 16) - mc  # a few FFT shapes for reference subsets of any size
     if pad:
         c = np.concatenate([c, np.zeros((*c.shape[:2], pad, c.shape[3]), c.dtype)], axis=2)
-    ccf = _fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,))
-    j = np.argmax(ccf[:, :, :mc], axis=-1)  # (m, Nc, Mc)
+    ccf = _fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,), threads=threads)
+    return np.argmax(ccf[:, :, :mc], axis=-1)
+
+
+def _pairs(a_spec, a_energy, j, jidx, b_spec, b_energy, n: int, ms: int, nang: int):
+    """Best of (mirror, angle, angle+180) for a chunk: arrays (Nc, Mc). ``j`` (m, Nc, Mc) the
+    footprint angles, ``jidx`` where their rotations are on the angle axis of ``a_spec``
+    (m, Nc, nj, P) and ``a_energy``; ``b_spec`` carries the checkerboard that puts the CCF's
+    zero shift at n//2."""
+    from . import _align_kernels as _k
+
+    nmir, nc = a_spec.shape[:2]
+    mc = b_spec.shape[0]
     nb = 2 * nmir * mc
     # workspaces come in batch sizes of whole blocks of 16 references, so that reference
     # subsets of every size (pairs=) share a few plans; the unused tail is transformed idly
@@ -252,11 +271,11 @@ def _pairs(a_spec, a_energy, fp_a, b_spec, b_energy, fp_b, n: int, ms: int, thre
     cols = np.arange(mc)
     try:
         for i in range(nc):
-            ji = np.ascontiguousarray(j[:, i])
-            _k.cross_products(a_spec[:, i], ji, b_spec, ws.x.reshape(ws.x.shape[0], -1))
+            ji, ki = j[:, i], np.ascontiguousarray(jidx[:, i])
+            _k.cross_products(a_spec[:, i], ki, b_spec, ws.x.reshape(ws.x.shape[0], -1))
             ws.run()
             _k.window_peaks(ws.out, ms, n // 2 - ms - 1, nb, sy, sx, peak)
-            ea = a_energy[np.arange(nmir)[:, None], i, ji]  # (m, Mc)
+            ea = a_energy[np.arange(nmir)[:, None], i, ki]  # (m, Mc)
             with np.errstate(invalid="ignore", divide="ignore"):
                 sc = -(peak / ws.scale).reshape(2, nmir, mc) / np.sqrt(ea[None] * b_energy)
             sc = np.where(np.isfinite(sc), sc, 1e24).reshape(2 * nmir, mc)
@@ -276,24 +295,30 @@ def _particle_chunk(ai, refs, nang: int, ms: int, mstep: int, threads: int, flip
     n = ai.shape[1]
     b_spec, b_energy, fp_b = refs
     both = np.stack([ai, _mirror(ai)]) if flip else ai[None]
-    spec_e = [_rotated_spectra(x, nang, threads) for x in both]
-    a_spec = np.stack([sp_ for sp_, _ in spec_e])
-    a_energy = np.stack([e for _, e in spec_e])
-    fp_a = np.stack([_footprints(x, nang) for x in both])
-    parts = [
-        _pairs(
-            a_spec,
-            a_energy,
-            fp_a,
-            b_spec[j : j + mstep],
-            b_energy[j : j + mstep],
-            fp_b[:, :, j : j + mstep],
-            n,
-            ms,
-            threads,
-        )
-        for j in range(0, b_spec.shape[0], mstep)
-    ]
+    fp_a = np.stack([_footprints(x, nang, threads) for x in both])
+    blocks = [slice(j, j + mstep) for j in range(0, b_spec.shape[0], mstep)]
+    if ai.shape[0] == 1 and 2 * b_spec.shape[0] < nang:
+        # few references: rotate the particle only to the angles their footprints chose
+        j = _footprint_angles(fp_a, fp_b, nang, threads)
+        uniq = [np.unique(j[mi, 0]) for mi in range(both.shape[0])]
+        width = 16 * -(-max(u.size for u in uniq) // 16)  # a few FFT shapes: pad to 16s
+        a_spec = np.empty((both.shape[0], 1, width, b_spec.shape[1]), np.complex64)
+        a_energy = np.empty((both.shape[0], 1, width), np.float32)
+        jidx = np.empty_like(j)
+        for mi, u in enumerate(uniq):
+            padded = np.concatenate([u, np.full(width - u.size, u[-1])])
+            a_spec[mi], a_energy[mi] = _rotated_spectra(both[mi], nang, threads, angles=padded)
+            jidx[mi, 0] = np.searchsorted(u, j[mi, 0])
+        parts = [_pairs(a_spec, a_energy, j[:, :, b], jidx[:, :, b], b_spec[b], b_energy[b], n,
+                        ms, nang) for b in blocks]  # fmt: skip
+    else:
+        spec_e = [_rotated_spectra(x, nang, threads) for x in both]
+        a_spec = np.stack([sp_ for sp_, _ in spec_e])
+        a_energy = np.stack([e for _, e in spec_e])
+        parts = []
+        for b in blocks:
+            j = _footprint_angles(fp_a, fp_b[:, :, b], nang, threads)
+            parts.append(_pairs(a_spec, a_energy, j, j, b_spec[b], b_energy[b], n, ms, nang))
     return [np.concatenate(v, axis=1) for v in zip(*parts, strict=True)]  # fmt: skip
 
 
@@ -373,7 +398,7 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
     starts = range(0, a.shape[0], nstep)
 
     def run(i):
-        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1 if nw > 1 else 0,
+        return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1,
                                bool(flip))  # fmt: skip
 
     if nw > 1 and len(starts) > 1:
@@ -401,7 +426,7 @@ def _aligned_pairs(a, refs, pairs, nang, ms, chunk_pairs, nw, flip, shrink) -> A
         idx = pairs[i, sel]
         sub = (b_spec[idx], b_energy[idx], fp_b[:, :, idx])
         mstep = max(1, min(idx.size, chunk_pairs))
-        res = _particle_chunk(a[i : i + 1], sub, nang, ms, mstep, 1 if nw > 1 else 0, flip)
+        res = _particle_chunk(a[i : i + 1], sub, nang, ms, mstep, 1, flip)
         for o, v in zip(out, res[:3], strict=True):
             o[i, sel] = v[0]
         mir[i, sel] = res[3][0]

@@ -253,8 +253,9 @@ class ProjectionMatching(Protocol):
     def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
         r = results.get("finish", {})
         per = ", ".join(f"{x:.3g}" for x in r.get("resolutions", []))
+        kind = "gold-standard" if self.params.goldstandard else "half-map (not independent)"
         return (
-            f"gold-standard resolution {r.get('resolution', float('nan')):.3g} Å (masked FSC "
+            f"{kind} resolution {r.get('resolution', float('nan')):.3g} Å (masked FSC "
             f"0.143; per iteration: {per} Å); report extra/report.html"
         )
 

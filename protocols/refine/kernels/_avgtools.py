@@ -11,7 +11,8 @@ import scipy.sparse as sp
 from scipy import ndimage
 
 from emforge.numerics import fft as _fft
-from emforge.numerics.align2d import transform_images_2d
+
+from ._transform2d import transform_stack
 
 __all__ = [
     "AVERAGERS",
@@ -122,13 +123,21 @@ def transform_ctf(ctf: np.ndarray, angle, mirror) -> np.ndarray:
     full[:, :, kx] = c[:, ky][:, :, n - kx]
     sh = np.fft.fftshift(full, axes=(1, 2))
     z = np.zeros(c.shape[0])
-    rot = transform_images_2d(sh, angle, z, z, mirror)
+    rot = transform_stack(sh, angle, z, z, mirror)
     return np.fft.ifftshift(rot, axes=(1, 2))[:, :, : n // 2 + 1].astype(np.float32)
 
 
-def _indicator(groups: np.ndarray, weights: np.ndarray, m: int) -> sp.csr_matrix:
-    k = groups.size
-    return sp.csr_matrix((weights.astype(np.float64), (groups, np.arange(k))), shape=(m, k))
+def _group_sum(x: np.ndarray, groups: np.ndarray, inc: np.ndarray, m: int) -> np.ndarray:
+    """Sum of the rows x[k] with inc[k] per group: (m, *x.shape[1:]) (zeros where empty)."""
+    sel = np.flatnonzero(inc)
+    out = np.zeros((m, *x.shape[1:]), dtype=x.dtype)
+    if sel.size == 0:
+        return out
+    order = sel[np.argsort(groups[sel], kind="stable")]
+    gs = groups[order]
+    starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+    out[gs[starts]] = np.add.reduceat(x[order], starts, axis=0)
+    return out
 
 
 def _ring_index(n: int) -> np.ndarray:
@@ -168,11 +177,13 @@ def average_groups(images, groups, ngroups: int, *, included=None, ctf=None,
     if averager not in AVERAGERS:
         raise ValueError(f"averager: must be one of {AVERAGERS}, got {averager!r}")
     counts = np.bincount(g[inc], minlength=ngroups).astype(np.int64)
-    ind = _indicator(g, inc * 1.0, ngroups)
+
+    def gsum(x):
+        return _group_sum(x, g, inc, ngroups)
+
     if averager == "mean":
-        s = ind @ a.reshape(k, -1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            avg = np.where(counts[:, None] > 0, s / np.maximum(counts, 1)[:, None], 0.0)
+        s = gsum(a.reshape(k, -1)).astype(np.float64)
+        avg = s / np.maximum(counts, 1)[:, None]
         return avg.reshape(ngroups, n, n).astype(np.float32), counts
     if ctf is None:
         raise ValueError(f"ctf: the {averager} averager needs the images' CTF")
@@ -182,8 +193,8 @@ def average_groups(images, groups, ngroups: int, *, included=None, ctf=None,
     f = _fft.rfftn(a, axes=(-2, -1)).reshape(k, -1)
     c2 = (c * c).reshape(k, -1)
     ac = np.abs(c).reshape(k, -1)
-    num = ind @ (f * ac)
-    den = np.maximum(ind @ c2, 1e-4 * np.maximum(counts, 1)[:, None])
+    num = gsum(f * ac)
+    den = np.maximum(gsum(c2), 1e-4 * np.maximum(counts, 1)[:, None])
     fw = num / den
     if averager == "ctf.auto":
         ring = _ring_index(n).ravel()
@@ -197,8 +208,8 @@ def average_groups(images, groups, ngroups: int, *, included=None, ctf=None,
         floor = 1e-6 * np.maximum(noise.mean(1, keepdims=True), 1e-30) + 1e-30
         snr = c2 * (sig[g] / np.maximum(noise, floor))[:, ring]
         snr = np.where(snr <= 0, 0.001, snr)
-        num = ind @ (f * (snr / np.maximum(ac, 0.05)))
-        den = np.maximum(ind @ snr, 0.05)
+        num = gsum(f * (snr / np.maximum(ac, 0.05)))
+        den = np.maximum(gsum(snr), 0.05)
         fw = np.where(ring[None] <= (n - 2) / 2, num / den, 0.0)
     fw = np.where(counts[:, None] > 0, fw, 0.0).reshape(ngroups, n, n // 2 + 1)
     avg = _fft.irfftn(fw.astype(np.complex64), shape=(ngroups, n, n), axes=(-2, -1))

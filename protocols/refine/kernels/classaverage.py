@@ -36,9 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emforge.numerics import fft as _fft
-from emforge.numerics.align2d import Alignment2D, transform_images_2d
-from emforge.numerics.compare import frc_band_weights
+from emforge.numerics.align2d import Alignment2D
 
 from ._avgtools import (
     AVERAGERS,
@@ -48,7 +46,8 @@ from ._avgtools import (
     reference_filter,
     transform_ctf,
 )
-from ._pairalign import ALIGNERS, align_pairs, paired_cost
+from ._pairalign import ALIGNERS, align_pairs, paired_cost, paired_frc
+from ._transform2d import transform_stack
 from .selection import keep_mask
 
 __all__ = ["ClassAverages", "class_averages", "compose_alignments", "class_quality"]
@@ -87,39 +86,14 @@ def compose_alignments(first: Alignment2D, then: Alignment2D) -> Alignment2D:
                        np.asarray(first.mirror, bool).copy(), first.score.copy())  # fmt: skip
 
 
-def _paired_frc(a: np.ndarray, b: np.ndarray, pixel_size: float, minres, maxres) -> np.ndarray:
-    """compare.frc (sweight, no snr) of a[k] with b[k], batched: (K,)."""
-    n = a.shape[1]
-    fa = _fft.rfftn(a, axes=(-2, -1)).reshape(a.shape[0], -1)
-    fb = _fft.rfftn(b, axes=(-2, -1)).reshape(b.shape[0], -1)
-    ky = np.fft.fftfreq(n) * n
-    ring = np.rint(np.sqrt(ky[:, None] ** 2 + np.arange(n // 2 + 1)[None] ** 2)).ravel()
-    herm = np.full(n // 2 + 1, 2.0)
-    herm[[0, -1]] = 1.0
-    herm = np.broadcast_to(herm, (n, n // 2 + 1)).ravel()
-    nr = n // 2
-    keep = ring < nr
-    ring, herm = ring[keep].astype(np.int64), herm[keep]
-    fa, fb = fa[:, keep], fb[:, keep]
-
-    def rsum(v):
-        return np.stack([np.bincount(ring, x * herm, nr) for x in v])
-
-    cross = rsum(np.real(fa * np.conj(fb)))
-    den = np.sqrt(rsum(np.abs(fa) ** 2) * rsum(np.abs(fb) ** 2))
-    curve = np.divide(cross, den, out=np.zeros_like(cross), where=den > 0)
-    w = frc_band_weights(n, pixel_size=pixel_size, minres=minres, maxres=maxres)
-    w = w * np.bincount(ring, herm, nr)
-    return (curve * w).sum(1) / w.sum()
-
-
 def class_quality(averages, references, *, pixel_size: float) -> np.ndarray:
     """EMAN2 class_qual of each average with its reference: frc(minres 30, maxres 10) /
     frc(minres 100, maxres 30) (both unsigned FRCs; larger is better). (M,) float64."""
     a = np.asarray(averages, np.float32)
     b = np.asarray(references, np.float32)
-    hi = _paired_frc(a, b, pixel_size, 30.0, 10.0)
-    lo = _paired_frc(a, b, pixel_size, 100.0, 30.0)
+    i = np.arange(a.shape[0])
+    hi = paired_frc(a, b, i, pixel_size=pixel_size, minres=30.0, maxres=10.0)
+    lo = paired_frc(a, b, i, pixel_size=pixel_size, minres=100.0, maxres=30.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(lo != 0, hi / lo, np.nan)
 
@@ -227,7 +201,7 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
     active = np.unique(grp)
 
     def average(ali, inc):
-        x = transform_images_2d(imgs[pid], ali.angle, ali.dx, ali.dy, ali.mirror)
+        x = transform_stack(imgs[pid], ali.angle, ali.dx, ali.dy, ali.mirror)
         c = None if mctf is None else transform_ctf(mctf, ali.angle, ali.mirror)
         return x, average_groups(x, grp, m, included=inc, ctf=c, averager=averager)[0]
 

@@ -25,6 +25,7 @@ import pytest
 from emforge.engine import create_run, effective_status, execute_run
 from emforge.engine.listing import edit_params
 from emforge.engine.runs import run_row
+from emforge.errors import EmforgeError
 from emforge.io import read_volume, write_volume
 from emforge.numerics import lowpass
 from emforge.project import Project
@@ -169,3 +170,29 @@ def test_param_change_iter_and_startiter(setup):
     assert not any(n.startswith("i01_") or n == "start" for n in st), sorted(st)
     assert json.loads(st["i02_project_odd"][2])["seed"] == "threed_odd_raw.mrc"
     assert st["i02_project_odd"][1] == 2 and st["prepare"][0] == "skipped"
+
+
+def test_startiter_on_a_new_run_names_the_missing_map(setup):
+    p = setup["project"]
+    with pytest.raises(EmforgeError, match=r"iter_01/threed_even\.mrc: is missing"):
+        p.run("refine.projection_matching", params={**PARAMS, "startiter": 2},
+              inputs=setup["inputs"], workers=1)  # fmt: skip
+
+
+def test_eman2_options_without_gold_standard(setup):
+    """goldstandard off (one reference set from the combined map), sep 2, simmask auto,
+    ctf.weight averager, automask3d's five values and mass normalisation, in one iteration."""
+    p = setup["project"]
+    params = {**PARAMS, "iter": 1, "goldstandard": False, "sep": 2, "simmask": "auto",
+              "classaverager": "ctf.weight", "automask3d": [0.5, 0, 2, 3, 3], "mass": 64.0}  # fmt: skip
+    rid = p.run("refine.projection_matching", params=params, inputs=setup["inputs"], workers=1)
+    st = _steps(p, rid)
+    assert "i01_project_all" in st and "i01_project_even" not in st and "i01_simmask" in st
+    assert json.loads(st["i01_project_all"][2])["seed"] == "threed.mrc"
+    assert "not independent" in run_row(p, rid)["summary"]
+    # mass 64 kDa at 1.21 Å³/Da: the filtered map is 1 at the threshold enclosing that volume
+    filtered = read_volume(p.outputs(rid)["filtered"].path)[0]
+    nvox = round(64_000 * 1.21 / PX**3)
+    assert abs(int(np.sum(filtered >= 1.0 - 1e-6)) - nvox) <= 1, nvox
+    classes = p.outputs(rid)["classes"].read()
+    assert classes["count"].sum() > N  # sep 2: particles count in two classes
