@@ -394,7 +394,8 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
         return _aligned_pairs(a, refs, pairs, int(nang), ms, int(chunk_pairs), nw, bool(flip),
                               shrink)  # fmt: skip
     mstep = max(1, min(nm, int(chunk_pairs)))
-    nstep = max(1, int(chunk_pairs) // mstep)
+    # few references: one particle at a time, rotated only to the angles they need
+    nstep = 1 if 2 * nm < int(nang) else max(1, int(chunk_pairs) // mstep)
     starts = range(0, a.shape[0], nstep)
 
     def run(i):
