@@ -24,6 +24,7 @@ __all__ = [
     "reference_filter",
     "average_groups",
     "transform_ctf",
+    "match_structure_factor",
 ]
 
 AVERAGERS = ("mean", "ctf.weight", "ctf.auto")
@@ -144,6 +145,28 @@ def _ring_index(n: int) -> np.ndarray:
     ky = np.fft.fftfreq(n) * n
     kx = np.arange(n // 2 + 1)
     return np.rint(np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).astype(np.int64)
+
+
+def match_structure_factor(images, references) -> np.ndarray:
+    """EMAN2 ``filter.matchto``: scale every Fourier ring (``round(|k|)``) of image k so that
+    its power equals reference k's (rings where either has no power are left alone).
+    (K, n, n) float32."""
+    a = np.asarray(images, dtype=np.float32)
+    r = np.asarray(references, dtype=np.float32)
+    n = a.shape[1]
+    ring = _ring_index(n).ravel()
+    herm = np.broadcast_to(np.r_[1.0, np.full(n // 2 - 1, 2.0), 1.0], (n, n // 2 + 1)).ravel()
+    fa = _fft.rfftn(a, axes=(-2, -1)).reshape(a.shape[0], -1)
+    fr = _fft.rfftn(r, axes=(-2, -1)).reshape(r.shape[0], -1)
+    nr = ring.max() + 1
+
+    def power(f):
+        return np.stack([np.bincount(ring, np.abs(x) ** 2 * herm, nr) for x in f])
+
+    pa, pr = power(fa), power(fr)
+    gain = np.sqrt(np.divide(pr, pa, out=np.ones_like(pa), where=(pa > 0) & (pr > 0)))
+    out = (fa * gain[:, ring]).reshape(a.shape[0], n, n // 2 + 1).astype(np.complex64)
+    return _fft.irfftn(out, shape=a.shape, axes=(-2, -1)).astype(np.float32)
 
 
 def average_groups(images, groups, ngroups: int, *, included=None, ctf=None,

@@ -14,13 +14,14 @@ with :func:`emforge.numerics.compare.cost` semantics (EMAN2 sign, smaller is bet
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 
 from emforge.numerics import fft as _fft
-from emforge.numerics.align2d import Alignment2D, _footprints, _mirror, _window
+from emforge.numerics.align2d import Alignment2D, _footprints, _mirror
 from emforge.numerics.compare import cost as _cost
 from emforge.numerics.compare import frc_band_weights
 
@@ -32,15 +33,46 @@ ALIGNERS = ("rotate_translate_flip", "rotate_translate", None)
 _CHUNK = 512
 
 
+def _th() -> int | None:
+    """FFT threads: 1 inside the aligner's worker threads (they already share the cores)."""
+    return None if threading.current_thread() is threading.main_thread() else 1
+
+
 def _herm(n: int) -> np.ndarray:
     h = np.full(n // 2 + 1, 2.0, np.float32)
     h[[0, -1]] = 1.0
     return h
 
 
+def _window(ccf: np.ndarray, ms: int):
+    """Peak of CCFs (..., n, n) (zero shift at n//2) within +-ms px, refined by a parabola
+    through the peak and its neighbours along each axis (offset clipped to +-0.5 px; none
+    unless the three points are concave). Returns (sy, sx, peak value)."""
+    c = ccf.shape[-1] // 2
+    lead = ccf.shape[:-2]
+    w = ccf[..., c - ms - 1 : c + ms + 2, c - ms - 1 : c + ms + 2].reshape(
+        -1, 2 * ms + 3, 2 * ms + 3
+    )
+    inner = w[:, 1:-1, 1:-1].reshape(w.shape[0], -1)
+    k = np.argmax(inner, axis=1)
+    iy, ix = np.divmod(k, 2 * ms + 1)
+    iy, ix = iy + 1, ix + 1
+    r = np.arange(w.shape[0])
+    peak = w[r, iy, ix]
+
+    def offset(m, p):
+        d = m - 2 * peak + p
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.clip(np.where(d < 0, 0.5 * (m - p) / d, 0.0), -0.5, 0.5)
+
+    oy = offset(w[r, iy - 1, ix], w[r, iy + 1, ix])
+    ox = offset(w[r, iy, ix - 1], w[r, iy, ix + 1])
+    return tuple(v.reshape(lead) for v in (iy - ms - 1 + oy, ix - ms - 1 + ox, peak))
+
+
 def _ref_tables(b: np.ndarray, nang: int):
     n = b.shape[1]
-    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1))
+    bf = _fft.rfftn(b - b.mean((1, 2), keepdims=True), axes=(-2, -1), threads=_th())
     bf[:, 0, 0] = 0
     energy = (np.abs(bf) ** 2 * _herm(n)).sum((-2, -1)) / (n * n)
     iy, ix = np.ogrid[0:n, 0 : n // 2 + 1]
@@ -58,10 +90,10 @@ def _score_at(a, idx, tables, angle, mirror, ms: int):
     translation within +-ms (CCF peak, sub-pixel), as in the coarse search."""
     n = a.shape[1]
     bf, be, _ = tables
-    g = _fft.rfftn(_rotate(a, angle, mirror), axes=(-2, -1))
+    g = _fft.rfftn(_rotate(a, angle, mirror), axes=(-2, -1), threads=_th())
     g[..., 0, 0] = 0
     ea = (np.abs(g) ** 2 * _herm(n)).sum((-2, -1)) / (n * n)
-    ccf = _fft.irfftn(bf[idx] * np.conj(g), shape=(a.shape[0], n, n), axes=(-2, -1))
+    ccf = _fft.irfftn(bf[idx] * np.conj(g), shape=(a.shape[0], n, n), axes=(-2, -1), threads=_th())
     sy, sx, peak = _window(ccf, ms)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = -peak / np.sqrt(ea * be[idx])
@@ -69,22 +101,31 @@ def _score_at(a, idx, tables, angle, mirror, ms: int):
 
 
 def _refine_chunk(a, idx, tables, ang, mir, ms: int, step: float):
-    """Local refinement of (angle, dx, dy): scores at angle -+ step/2 and the parabola's
-    vertex through the three (clipped to +-step), translation re-fitted by the CCF at each;
-    the best of the evaluated alignments is kept."""
+    """Local refinement candidates of (angle, dx, dy): the angle -+ step/2, the angle itself
+    and the parabola's vertex through the three -ccc values (clipped to +-step), the
+    translation re-fitted by the CCF at each. Arrays (4, k): angle, dx, dy, mirror, -ccc."""
     h = 0.5 * step
     cand = [_score_at(a, idx, tables, ang + d, mir, ms) + (ang + d,) for d in (-h, 0.0, h)]
     s = np.stack([c[0] for c in cand])
     den = s[0] - 2 * s[1] + s[2]
     with np.errstate(invalid="ignore", divide="ignore"):
         off = np.where(den > 0, 0.5 * h * (s[0] - s[2]) / den, 0.0)
-    cand.append(_score_at(a, idx, tables, ang + np.clip(off, -step, step), mir, ms)
-                + (ang + np.clip(off, -step, step),))  # fmt: skip
-    allc = [np.stack([c[j] for c in cand]) for j in range(4)]
-    best = np.argmin(allc[0], axis=0)
-    k = np.arange(a.shape[0])
-    sc, sx, sy, an = (v[best, k] for v in allc)
-    return an, sx, sy, mir, sc
+    vert = ang + np.clip(off, -step, step)
+    cand.append(_score_at(a, idx, tables, vert, mir, ms) + (vert,))
+    sc, sx, sy, an = (np.stack([c[j] for c in cand]) for j in range(4))
+    return an, sx, sy, np.broadcast_to(mir, an.shape), sc
+
+
+def _choose(cands, a, b, idx, cmp: str, opts: dict):
+    """Per pair, the candidate (rows of (C, k) arrays) with the lowest score: the aligner's
+    -ccc, or ``cmp`` (EMAN2 sign) of the particle transformed by each candidate."""
+    ang, sx, sy, mir, sc = cands
+    if cmp != "ccc" or opts:
+        sc = np.stack([paired_cost(cmp, transform_stack(a, ang[c], sx[c], sy[c], mir[c]), b,
+                                   idx, **opts) for c in range(ang.shape[0])])  # fmt: skip
+    best = np.argmin(sc, axis=0)
+    k = np.arange(ang.shape[1])
+    return tuple(v[best, k] for v in (ang, sx, sy, mir, sc))
 
 
 def _chunk(a, idx, tables, nang: int, ms: int, flip: bool):
@@ -95,31 +136,30 @@ def _chunk(a, idx, tables, nang: int, ms: int, flip: bool):
     fp = _footprints(a, nang)  # (k, rings, nh); the mirror image's is its conjugate
     fpa = np.stack([fp, np.conj(fp)]) if flip else fp[None]  # (polar angle t -> 180 - t)
     c = np.einsum("mkrh,krh->mkh", np.conj(fpa), fpb[idx])
-    j = np.argmax(_fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,)), axis=-1)  # (nm, k)
+    j = np.argmax(
+        _fft.irfftn(c, shape=(*c.shape[:-1], nang), axes=(-1,), threads=_th()), axis=-1
+    )  # (nm, k)
     rot = np.stack([_rotate(both[m], j[m] * (180.0 / nang)) for m in range(nm)])
-    g = _fft.rfftn(rot, axes=(-2, -1))
+    g = _fft.rfftn(rot, axes=(-2, -1), threads=_th())
     g[..., 0, 0] = 0
     ea = (np.abs(g) ** 2 * _herm(n)).sum((-2, -1)) / (n * n)  # (nm, k)
     bb = bf[idx][None]
     x = np.stack([bb * np.conj(g), bb * g])  # (turn, nm, k, n, nh)
-    ccf = _fft.irfftn(x, shape=(*x.shape[:-2], n, n), axes=(-2, -1))
+    ccf = _fft.irfftn(x, shape=(*x.shape[:-2], n, n), axes=(-2, -1), threads=_th())
     sy, sx, peak = _window(ccf, ms)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = -peak / np.sqrt(ea[None] * be[idx][None, None])
     score = np.where(np.isfinite(score), score, 1e24).reshape(2 * nm, -1)
-    best = np.argmin(score, axis=0)
-    turn, mir = np.divmod(best, nm)
-    k = np.arange(a.shape[0])
-
-    def pick(v):
-        return v.reshape(2 * nm, -1)[best, k]
-
-    ang = j[mir, k] * (180.0 / nang) + 180.0 * turn
-    return ang, pick(sx), pick(sy), mir.astype(bool), pick(score)
+    turn, mir = np.divmod(np.arange(2 * nm), nm)
+    ang = j[mir] * (180.0 / nang) + 180.0 * turn[:, None]
+    mirs = np.broadcast_to((mir > 0)[:, None], ang.shape)
+    return ang, sx.reshape(ang.shape), sy.reshape(ang.shape), mirs, score
 
 
 def align_pairs(images, references, ref_index, *, align="rotate_translate_flip", ralign=None,
-                maxshift=None, nang: int = 180, workers: int | None = None) -> Alignment2D:  # fmt: skip
+                maxshift=None, aligncmp: str = "ccc", aligncmp_options=None,
+                raligncmp: str = "ccc", raligncmp_options=None, nang: int = 180,
+                workers: int | None = None) -> Alignment2D:  # fmt: skip
     """Align image k onto ``references[ref_index[k]]``.
 
     Parameters
@@ -135,13 +175,20 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
         :func:`emforge.numerics.refine_2d`'s compass search: that costs ~150 bilinear
         transforms per pair, minutes for 10^4 particles.
     maxshift : float, px (default n // 4, at most n/2 - 2)
+    aligncmp, aligncmp_options : comparator choosing among the aligner's candidates (plain /
+        mirrored x angle / angle + 180, each at its best translation), as EMAN2's aligners use
+        their ``cmp``; ``ccc`` (default) is the aligner's own score
+    raligncmp, raligncmp_options : the same for the refinement's candidates
     nang : angular samples over 180 degrees (1 degree steps by default)
     workers : threads over chunks of 512 pairs (default: the FFT thread count)
 
     Returns
     -------
-    Alignment2D with (K,) arrays: angle deg, dx, dy px, mirror, score = -ccc (EMAN2 sign).
+    Alignment2D with (K,) arrays: angle deg, dx, dy px, mirror, score (EMAN2 sign: -ccc, or
+    the chosen comparator's cost).
     """
+    acmp = (aligncmp, dict(aligncmp_options or {}))
+    rcmp = (raligncmp, dict(raligncmp_options or {}))
     a = np.ascontiguousarray(images, dtype=np.float32)
     b = np.ascontiguousarray(references, dtype=np.float32)
     idx = np.asarray(ref_index, dtype=np.int64).reshape(-1)
@@ -169,7 +216,8 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
         nw = _fft.default_threads() if workers is None else max(1, int(workers))
 
         def run(s):
-            return _chunk(a[s : s + _CHUNK], idx[s : s + _CHUNK], tables, int(nang), ms, flip)
+            ai, ii = a[s : s + _CHUNK], idx[s : s + _CHUNK]
+            return _choose(_chunk(ai, ii, tables, int(nang), ms, flip), ai, b, ii, *acmp)
 
         if nw > 1 and len(starts) > 1:
             with ThreadPoolExecutor(nw) as pool:
@@ -181,10 +229,12 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
                           dy.astype(np.float32), mir, sc.astype(np.float32))  # fmt: skip
     if ralign == "refine" and k:
         tables = _ref_tables(b, int(nang))
-        out = [_refine_chunk(a[i : i + _CHUNK], idx[i : i + _CHUNK], tables,
-                             ali.angle[i : i + _CHUNK].astype(np.float64),
-                             ali.mirror[i : i + _CHUNK], ms, 180.0 / int(nang))
-               for i in range(0, k, _CHUNK)]  # fmt: skip
+        out = []
+        for i in range(0, k, _CHUNK):
+            ai, ii = a[i : i + _CHUNK], idx[i : i + _CHUNK]
+            cands = _refine_chunk(ai, ii, tables, ali.angle[i : i + _CHUNK].astype(np.float64),
+                                  ali.mirror[i : i + _CHUNK], ms, 180.0 / int(nang))  # fmt: skip
+            out.append(_choose(cands, ai, b, ii, *rcmp))
         ang, dx, dy, mir, sc = (np.concatenate(v) for v in zip(*out, strict=True))
         ali = Alignment2D((ang % 360.0).astype(np.float32), dx.astype(np.float32),
                           dy.astype(np.float32), mir.astype(bool), sc.astype(np.float32))  # fmt: skip
@@ -216,18 +266,28 @@ def _ring_tables(n: int):
 
 
 def paired_frc(images, references, ref_index, *, pixel_size: float, minres: float = 200.0,
-               maxres: float = 8.0, snr=None, sweight: bool = True) -> np.ndarray:  # fmt: skip
-    """:func:`emforge.numerics.frc` (unsigned, no zeromask) of image k with
-    ``references[ref_index[k]]``, batched: (K,) float64."""
+               maxres: float = 8.0, snr=None, sweight: bool = True,
+               zeromask: bool = False) -> np.ndarray:  # fmt: skip
+    """:func:`emforge.numerics.frc` (unsigned) of image k with ``references[ref_index[k]]``,
+    batched: (K,) float64. ``zeromask`` zeroes, in both images of a pair, the pixels that are 0
+    in either before the FFT."""
     a = np.asarray(images, dtype=np.float32)
     b = np.asarray(references, dtype=np.float32)
     idx = np.asarray(ref_index, dtype=np.int64).reshape(-1)
     n, nr = a.shape[1], a.shape[1] // 2
     keep, onehot, counts = _ring_tables(n)
-    fa = _fft.rfftn(a, axes=(-2, -1)).reshape(a.shape[0], -1)[:, keep]
-    fb = _fft.rfftn(b, axes=(-2, -1)).reshape(b.shape[0], -1)[:, keep]
-    pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
-    fb = fb[idx]
+    if zeromask:
+        bb = b[idx]
+        both = (a != 0) & (bb != 0)
+        fa = _fft.rfftn(a * both, axes=(-2, -1), threads=_th()).reshape(a.shape[0], -1)[:, keep]
+        fb = _fft.rfftn(bb * both, axes=(-2, -1), threads=_th()).reshape(a.shape[0], -1)[:, keep]
+        pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
+        idx = np.arange(a.shape[0])
+    else:
+        fa = _fft.rfftn(a, axes=(-2, -1), threads=_th()).reshape(a.shape[0], -1)[:, keep]
+        fb = _fft.rfftn(b, axes=(-2, -1), threads=_th()).reshape(b.shape[0], -1)[:, keep]
+        pb = np.asarray(onehot.T @ (np.abs(fb) ** 2).T).T
+        fb = fb[idx]
     cross = np.asarray(onehot.T @ np.real(fa * np.conj(fb)).T).T
     den = np.sqrt(np.asarray(onehot.T @ (np.abs(fa) ** 2).T).T * pb[idx])
     curve = np.divide(cross, den, out=np.zeros_like(cross), where=den > 0)
@@ -244,8 +304,7 @@ def paired_frc(images, references, ref_index, *, pixel_size: float, minres: floa
 def paired_cost(name: str, images, references, ref_index, **options) -> np.ndarray:
     """EMAN2-signed comparator of image k with ``references[ref_index[k]]``: (K,) float64.
 
-    ``ccc`` (no options) and ``frc`` (without zeromask) are batched; any other comparator or
-    option goes through :func:`emforge.numerics.compare.cost` once per reference (a loop over
+    ``ccc`` (no options) and ``frc`` are batched; any other comparator or option goes through :func:`emforge.numerics.compare.cost` once per reference (a loop over
     classes, not pairs).
     """
     a = np.asarray(images, dtype=np.float32)
@@ -253,8 +312,8 @@ def paired_cost(name: str, images, references, ref_index, **options) -> np.ndarr
     idx = np.asarray(ref_index, dtype=np.int64).reshape(-1)
     if name == "ccc" and not options:
         return -_paired_ccc(a, b, idx)
-    if name == "frc" and not options.get("zeromask", False) and "pixel_size" in options:
-        return -paired_frc(a, b, idx, **{k: v for k, v in options.items() if k != "zeromask"})
+    if name == "frc" and "pixel_size" in options:
+        return -paired_frc(a, b, idx, **options)
     out = np.empty(idx.size)
     order = np.argsort(idx, kind="stable")
     bounds = np.flatnonzero(np.diff(idx[order])) + 1

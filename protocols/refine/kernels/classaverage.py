@@ -20,9 +20,9 @@ What happens per class (facts §3.7, e2classaverage ``class_average``):
 4. Final: the last reference is aligned onto the class's projection (``rotate_translate`` +
    ``refine``, ccc); each member's alignment is composed with it and the ORIGINAL (normalised)
    images are averaged once more with the composed alignments and the inclusion flags, so the
-   average sits in the projection's frame. Then ``normalize.toimage`` (least-squares scale
-   and offset onto the projection) and ``--decayedge`` (circlemean at n/2 - n/15, Gaussian edge
-   of width n/20). class_qual = frc(30-10 A) / frc(100-30 A) of the average with the
+   average sits in the projection's frame (no final alignment with ``align=None``). Then
+   ``normalize.toimage`` (least-squares scale and offset onto the projection) and
+   ``--decayedge`` (circlemean at n/2 - n/15, Gaussian edge of width n/20). class_qual = frc(30-10 A) / frc(100-30 A) of the average with the
    projection (larger is better).
 
 Speed: every step runs on all members of all classes at once (paired alignment batched
@@ -42,6 +42,7 @@ from ._avgtools import (
     AVERAGERS,
     average_groups,
     decay_edge,
+    match_structure_factor,
     normalize_stack,
     reference_filter,
     transform_ctf,
@@ -158,7 +159,8 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
                    keepsig: bool = False, align="rotate_translate_flip", aligncmp: str = "ccc",
                    ralign=None, cmp: str = "ccc", cmp_options=None, averager: str = "mean",
                    normproc="edgemean", automask: bool = False, pixel_size: float = 1.0,
-                   workers=None) -> ClassAverages:  # fmt: skip
+                   workers=None, maxshift=None, aligncmp_options=None, raligncmp: str = "ccc",
+                   raligncmp_options=None, setsfref: bool = False) -> ClassAverages:  # fmt: skip
     """e2classaverage for all classes at once (see the module notes for the passes).
 
     Parameters
@@ -170,27 +172,36 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
     niter : int >= 0, refinement passes after the first (EMAN2 ``--iter``)
     keep, keepsig : exclusion per class on the pass scores (:func:`.selection.keep_mask`)
     align : ``rotate_translate_flip``, ``rotate_translate`` or None
-    aligncmp : ``ccc`` (the aligners' own score; others are not supported)
-    ralign : None or ``refine``
+    aligncmp, aligncmp_options : comparator choosing among the aligner's candidates (``ccc``
+        default: the aligner's own score); see :func:`._pairalign.align_pairs`
+    ralign : None or ``refine`` (the local refinement of :func:`._pairalign.align_pairs`)
+    raligncmp, raligncmp_options : comparator of the refinement
     cmp, cmp_options : comparator of :func:`emforge.numerics.compare.cost` for the scores
     averager : ``mean``, ``ctf.weight`` or ``ctf.auto`` (:func:`._avgtools.average_groups`)
     normproc : ``edgemean``, ``normalize`` or None
     automask : 2-D automask of each new reference instead of the Gaussian edge
     pixel_size : A per pixel (class_qual, and frc/phase comparators via cmp_options)
     workers : threads of the paired aligner
+    maxshift : px, largest |dx|, |dy| of the aligner (default n // 4)
+    setsfref : impose the reference's radial amplitude profile on each final average
+        (EMAN2 ``--setsfref``, ``filter.matchto``) before ``normalize.toimage``
 
     Returns
     -------
     ClassAverages
     """
     a, cls, refs, ctf = _check(images, classes, references, ctf, averager, align, ralign, niter)
-    if aligncmp != "ccc":
-        raise ValueError(
-            f"aligncmp: only 'ccc' (the aligners' score) is supported, got {aligncmp!r}"
-        )
-    opts = dict(cmp_options or {})
-    if cmp in ("frc", "phase"):
-        opts.setdefault("pixel_size", pixel_size)
+
+    def with_px(name, o):
+        o = dict(o or {})
+        if name in ("frc", "phase"):
+            o.setdefault("pixel_size", pixel_size)
+        return o
+
+    opts = with_px(cmp, cmp_options)
+    akw = dict(align=align, ralign=ralign, maxshift=maxshift, aligncmp=aligncmp,
+               aligncmp_options=with_px(aligncmp, aligncmp_options), raligncmp=raligncmp,
+               raligncmp_options=with_px(raligncmp, raligncmp_options), workers=workers)  # fmt: skip
     n_img, sep = cls.shape
     m, n = refs.shape[0], a.shape[1]
     pid, slot = np.nonzero(cls >= 0)
@@ -213,7 +224,7 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
             inc = _grouped_keep(score, grp, keep, keepsig)
         if it == int(niter) + 1 or k == 0:
             break
-        ali = align_pairs(imgs[pid], cur, grp, align=align, ralign=ralign, workers=workers)
+        ali = align_pairs(imgs[pid], cur, grp, **akw)
         aligned, avg = average(ali, inc)
         score = paired_cost(cmp, aligned, cur, grp, **opts)
         cur[active] = reference_filter(avg[active], automask=automask)
@@ -222,8 +233,8 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
     counts = np.zeros(m, np.int64)
     quality = np.full(m, np.nan)
     if k:
-        fin = align_pairs(cur[active], refs, active, align="rotate_translate", ralign="refine",
-                          workers=workers)  # fmt: skip
+        fin = align_pairs(cur[active], refs, active, align="rotate_translate" if align else None,
+                          ralign="refine" if align else None, workers=workers)  # fmt: skip
         where = np.full(m, -1, np.int64)
         where[active] = np.arange(active.size)
         pick = where[grp]
@@ -231,7 +242,8 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
         ali = compose_alignments(ali, then)
         ali = Alignment2D(ali.angle, ali.dx, ali.dy, ali.mirror, score.astype(np.float32))
         _, avg = average(ali, inc)
-        out = decay_edge(_to_image(avg[active], refs[active]))
+        fa = match_structure_factor(avg[active], refs[active]) if setsfref else avg[active]
+        out = decay_edge(_to_image(fa, refs[active]))
         averages[active] = out
         counts = np.bincount(grp[inc], minlength=m).astype(np.int64)
         quality[active] = class_quality(out, refs[active], pixel_size=pixel_size)

@@ -6,8 +6,9 @@ Conventions: maps (n, n, n) float32, centre n//2, pixel size in A; FSC shells ``
 Steps:
 
 1. Unmasked FSC of even and odd.
-2. Each half and their mean are Wiener-filtered by that FSC (:func:`wiener_byfsc`, snrmult 2;
-   with ``target_resolution`` the filter is at its floor beyond 1/target), edge-normalised.
+2. The mean of the halves is Wiener-filtered by that FSC (:func:`wiener_byfsc`, snrmult 2;
+   with ``target_resolution`` the filter is at its floor beyond 1/target) and
+   edge-normalised: the map the automask is computed from.
 3. Mask: ``mask`` if given; else ``automask`` = a dict of :func:`emforge.protocols.automask
    .kernels.auto3d` keywords (threshold, radius, nshells, nshellsgauss, nmaxseed: the five
    automask3d values) applied to the filtered mean map; else EMAN2's automatic parameters
@@ -55,8 +56,8 @@ def eman_resolution(s, fsc, threshold: float = 0.143) -> float:
     The rows are those of EMAN2's FSC file (r = 1 .. n/2; a leading DC row with s = 0 is
     dropped first). Scan si = 2 .. len - 3 for the first ``F[si-1] > t >= F[si]``; then
     ``frac = (t - F[si]) / (F[si-1] - F[si])`` and the resolution is
-    ``1 / (s[si] (1 - frac) + s[si-1] frac)``. No crossing: ``1 / s[-1]`` when the curve stays
-    above the threshold to the end of the scan, else ``inf`` (never above it).
+    ``1 / (s[si] (1 - frac) + s[si-1] frac)``. No crossing: ``1 / s[-1]`` when the curve is
+    still above the threshold at the end of the scan, else ``inf`` (never above it).
     """
     f = np.asarray(fsc, dtype=np.float64).reshape(-1)
     q = np.asarray(s, dtype=np.float64).reshape(-1)
@@ -69,7 +70,7 @@ def eman_resolution(s, fsc, threshold: float = 0.143) -> float:
         if f[si - 1] > t and f[si] <= t:
             frac = (t - f[si]) / (f[si - 1] - f[si])
             return float(1.0 / (q[si] * (1 - frac) + q[si - 1] * frac))
-    if f.size >= 3 and np.all(f[1 : f.size - 2] > t):
+    if f.size >= 3 and f[f.size - 3] > t:
         return float(1.0 / q[-1])
     return float("inf")
 

@@ -58,7 +58,9 @@ def test_paired_cost_matches_the_comparator_per_pair():
     idx = np.array([0, 1, 0, 1, 1])
     from emforge.numerics import cost
 
-    for name, opts in (("ccc", {}), ("frc", {"pixel_size": 2.0, "minres": 100, "maxres": 8})):
+    parts[1, :3] = 0  # zeromask has pixels to leave out
+    frc = {"pixel_size": 2.0, "minres": 100, "maxres": 8}
+    for name, opts in (("ccc", {}), ("frc", frc), ("frc", {**frc, "zeromask": True})):
         want = [cost(name, parts[i], refs[idx[i]], **opts)[0, 0] for i in range(5)]
         np.testing.assert_allclose(paired_cost(name, parts, refs, idx, **opts), want, rtol=2e-5)
 
@@ -258,3 +260,50 @@ def test_refine_finds_sub_degree_angles():
 
     assert np.all(fine.score <= coarse.score + 1e-6)
     assert np.median(err(fine)) < 0.15 < np.median(err(coarse))
+
+
+def test_other_aligncmp_and_raligncmp_choose_the_true_candidate():
+    rng = np.random.default_rng(13)
+    base = _image(1)
+    clean, noisy = _copies(base, 10, rng, 0.1)
+    ref = base[None]
+    idx = np.zeros(10, int)
+    plain = align_pairs(noisy, ref, idx, ralign="refine")
+    opts = {"pixel_size": 2.0, "minres": 100.0, "maxres": 5.0}
+    other = align_pairs(noisy, ref, idx, ralign="refine", aligncmp="frc", aligncmp_options=opts,
+                        raligncmp="sqeuclidean")  # fmt: skip
+    np.testing.assert_array_equal(other.mirror, plain.mirror)
+    assert np.all(np.abs((other.angle - plain.angle + 180) % 360 - 180) <= 1.5)
+    back = transform_images_2d(clean, other.angle, other.dx, other.dy, other.mirror)
+    r = np.hypot(*np.mgrid[0:N, 0:N] - N // 2) < N / 2 - 8
+    assert min(_cc(x[r], base[r]) for x in back) > 0.97
+    assert np.all(other.score >= 0)  # sqeuclidean is a distance: the score is that cost
+
+
+def test_maxshift_limits_the_translation():
+    base = _image(0)
+    shifted = transform_images_2d(base[None], 0.0, 6.0, -5.0, False)
+    free = align_pairs(shifted, base[None], [0])
+    tight = align_pairs(shifted, base[None], [0], maxshift=2)
+    assert abs(free.dx[0] + 6) < 0.3 and abs(free.dy[0] - 5) < 0.3
+    assert abs(tight.dx[0]) <= 2.5 and abs(tight.dy[0]) <= 2.5
+
+
+def test_setsfref_imposes_the_reference_ring_power():
+    from emforge.protocols.refine.kernels._avgtools import match_structure_factor
+
+    rng = np.random.default_rng(14)
+    img = rng.normal(size=(2, N, N)).astype(np.float32)
+    ref = np.stack([_image(0), _image(1)])
+    out = match_structure_factor(img, ref)
+    ky = np.fft.fftfreq(N) * N
+    ring = np.rint(np.hypot(ky[:, None], np.arange(N // 2 + 1)[None])).astype(int)
+    herm = np.r_[1.0, np.full(N // 2 - 1, 2.0), 1.0][None]
+
+    def power(x):
+        f = np.abs(F.rfftn(x, axes=(-2, -1))) ** 2 * herm
+        return np.stack([np.bincount(ring.ravel(), v.ravel()) for v in f])
+
+    np.testing.assert_allclose(power(out)[:, 1:20], power(ref)[:, 1:20], rtol=1e-3)
+    phase = np.angle(F.rfftn(out, axes=(-2, -1)) * np.conj(F.rfftn(img, axes=(-2, -1))))
+    assert np.abs(phase[:, ring < 20]).max() < 5e-3  # phases untouched
