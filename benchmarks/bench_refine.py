@@ -118,7 +118,7 @@ def _outputs(project: str, rid: int) -> dict[str, np.ndarray]:
 
     out = Project.open(project).outputs(rid)
     parts = out["particles"]
-    names = [c for c in (*POSE_COLUMNS, "class", "score") if c in parts.column_names]
+    names = [c for c in (*POSE_COLUMNS, "class_id", "score") if c in parts.column_names()]
     arrays = {f"particles.{k}": v for k, v in parts.read(*names).items()}
     vol = out["volume"]
     for name, path in (("volume", vol.path), ("half1", vol.half1), ("half2", vol.half2)):
