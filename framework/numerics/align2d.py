@@ -29,6 +29,7 @@ Conventions
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -219,6 +220,16 @@ class _Workspace:
 
 _WORKSPACES: dict[tuple, list[_Workspace]] = {}
 _WS_LOCK = threading.Lock()
+
+
+def _reset_after_fork() -> None:  # a forked worker starts with its own, free pool
+    global _WS_LOCK
+    _WS_LOCK = threading.Lock()
+    _WORKSPACES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _take_workspace(nbatch: int, n: int, ms: int) -> _Workspace:

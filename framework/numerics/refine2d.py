@@ -13,13 +13,17 @@ halves a pair's steps when none improves; it stops when the steps fall below ``p
 Pearson correlation (:func:`.compare.ccc`) of the bilinearly transformed particle with its
 reference; the score returned is -ccc (EMAN2 sign). A result with |dx| or |dy| > ``maxshift``
 is replaced by the input alignment (EMAN2).
+
+The objective is evaluated by a compiled kernel (:func:`._align_kernels.transformed_ccc`) that
+samples the transformed particle and sums the moments on the fly, in parallel over pairs and
+trial moves (same values as transforming with :func:`.transform_images_2d` and correlating).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .align2d import Alignment2D, _stack, transform_images_2d
+from .align2d import Alignment2D, _stack
 
 __all__ = ["refine_2d"]
 
@@ -70,10 +74,20 @@ def refine_2d(images, references, angle, dx, dy, mirror, *, maxshift: float | No
     p = p0.copy()
     step = np.tile([1.0, 1.0, 5.0], (n, 1))
 
-    def score(q):
-        return _paired_ccc(transform_images_2d(a, q[:, 2], q[:, 0], q[:, 1], mir), b)
+    from . import _align_kernels as _k
 
-    best = score(p)
+    a_c = np.ascontiguousarray(a)
+    b_c = b if b.flags.c_contiguous else np.ascontiguousarray(b)
+    mir_c = np.ascontiguousarray(mir)
+
+    def trials(idx, q):
+        """ccc of pair idx[i] transformed by each row of q[i] (k, t, 3) -> (k, t)."""
+        res = np.empty(q.shape[:2])
+        _k.transformed_ccc(a_c, b_c, np.ascontiguousarray(idx, np.int64),
+                           np.ascontiguousarray(q, np.float64), mir_c, res)  # fmt: skip
+        return res
+
+    best = trials(np.arange(n), p[:, None, :])[:, 0]
     moves = np.concatenate([np.eye(3), -np.eye(3)])
     for _ in range(int(maxiter)):
         active = step[:, 0] >= precision
@@ -81,10 +95,7 @@ def refine_2d(images, references, angle, dx, dy, mirror, *, maxshift: float | No
             break
         idx = np.flatnonzero(active)
         trial = p[idx, None, :] + moves[None] * step[idx, None, :]  # (k, 6, 3)
-        flat = trial.reshape(-1, 3)
-        rep = np.repeat(idx, 6)
-        s = _paired_ccc(transform_images_2d(a[rep], flat[:, 2], flat[:, 0], flat[:, 1], mir[rep]),
-                        b[rep]).reshape(-1, 6)  # fmt: skip
+        s = trials(idx, trial)
         k = np.argmax(s, 1)
         gain = s[np.arange(idx.size), k] > best[idx]
         up = idx[gain]
@@ -93,6 +104,7 @@ def refine_2d(images, references, angle, dx, dy, mirror, *, maxshift: float | No
         step[idx[~gain]] *= 0.5
     out = (np.abs(p[:, 0]) > ms) | (np.abs(p[:, 1]) > ms)
     p[out] = p0[out]
-    best[out] = score(p0[out]) if out.any() else best[out]
+    if out.any():
+        best[out] = trials(np.flatnonzero(out), p0[out][:, None, :])[:, 0]
     return Alignment2D((p[:, 2] % 360.0).astype(np.float32), p[:, 0].astype(np.float32),
                        p[:, 1].astype(np.float32), mir.copy(), (-best).astype(np.float32))  # fmt: skip

@@ -46,7 +46,7 @@ def simmx_options(p: Any) -> dict[str, Any]:
     return dict(
         cmp=_dump(p.simcmp), align=_dump(p.simalign), aligncmp=_dump(p.simaligncmp),
         ralign=_dump(p.simralign), raligncmp=_dump(p.simraligncmp), shrink=p.shrink,
-        twostage=p.twostage, prefilt=p.prefilt,
+        twostage=p.twostage, prefilt=p.prefilt, candidates=p.simcandidates,
     )  # fmt: skip
 
 

@@ -216,6 +216,7 @@ def simmx_step(
         aligncmp=options["aligncmp"]["name"],
         raligncmp=options["raligncmp"]["name"],
         prefilt=options["prefilt"],
+        candidates=options.get("candidates", 0),
     )
     info: dict[str, Any] = {}
     if options["twostage"] > 0:
@@ -278,8 +279,10 @@ def classavg_step(
         keepsig=options["keepsig"],
         align=options["align"]["name"],
         aligncmp=options["aligncmp"]["name"],
+        aligncmp_options=_plain_cmp(options["aligncmp"], pixel_size),
         ralign=options["ralign"]["name"] if options["ralign"] else None,
         raligncmp=options["raligncmp"]["name"],
+        raligncmp_options=_plain_cmp(options["raligncmp"], pixel_size),
         cmp=name,
         cmp_options=cmp_opts,
         averager=options["averager"],
@@ -305,6 +308,11 @@ def classavg_step(
         mirror=al.mirror, score=al.score,
     )  # fmt: skip
     return {"classes": hi - lo, "members": int(len(members)), "used": int(ca.counts[lo:hi].sum())}
+
+
+def _plain_cmp(cmp: dict, px: float) -> dict[str, Any]:
+    """Options of an aligner's comparator (no per-particle SNR weights)."""
+    return resolved_cmp(cmp, meta=None, rows=None, box=0, px=px, images=None)[1]
 
 
 def gather_classes(files: list[str]) -> dict[str, np.ndarray]:

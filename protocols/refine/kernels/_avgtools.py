@@ -6,6 +6,8 @@ half-grids (K, n, n//2+1) with DC at [0, 0]; radii in pixels.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
@@ -111,21 +113,33 @@ def reference_filter(a: np.ndarray, *, automask: bool = False) -> np.ndarray:
     return (out * gaussian_edge(n, n / 2 - gmw, gmw / 1.3)).astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def _ctf_maps(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat gathers: half grid -> full centred grid (CTF(-k) = CTF(k)), and back."""
+    k = np.arange(n) - n // 2
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    flip = kx < 0
+    row = np.where(flip, -ky, ky) % n
+    to_full = (row * (n // 2 + 1) + np.abs(kx)).ravel()
+    hy = np.fft.fftfreq(n) * n
+    hy, hx = np.meshgrid(hy.astype(int), np.arange(n // 2 + 1), indexing="ij")
+    nyq = hx == n // 2  # +Nyquist column: read its mate (-k) on the centred grid's -n/2 column
+    y = np.where(nyq, -hy, hy) % n
+    y = (y + n // 2) % n
+    x = np.where(nyq, 0, hx + n // 2)
+    return to_full, (y * n + x).ravel()
+
+
 def transform_ctf(ctf: np.ndarray, angle, mirror) -> np.ndarray:
     """The CTF of an image after the alignment (angle, mirror) (shifts do not change it):
     the half-grid CTF is expanded to the full centred grid (CTF(-k) = CTF(k)), rotated and
     mirrored like the image, and cut back to the half grid. (K, n, n//2+1) float32."""
     c = np.asarray(ctf, dtype=np.float32)
-    n = c.shape[1]
-    full = np.empty((c.shape[0], n, n), np.float32)
-    full[:, :, : n // 2 + 1] = c
-    ky = (-np.arange(n)) % n
-    kx = np.arange(n // 2 + 1, n)
-    full[:, :, kx] = c[:, ky][:, :, n - kx]
-    sh = np.fft.fftshift(full, axes=(1, 2))
-    z = np.zeros(c.shape[0])
-    rot = transform_stack(sh, angle, z, z, mirror)
-    return np.fft.ifftshift(rot, axes=(1, 2))[:, :, : n // 2 + 1].astype(np.float32)
+    k, n = c.shape[0], c.shape[1]
+    to_full, back = _ctf_maps(n)
+    full = c.reshape(k, -1)[:, to_full].reshape(k, n, n)
+    rot = transform_stack(full, angle, 0.0, 0.0, mirror)
+    return rot.reshape(k, -1)[:, back].reshape(c.shape)
 
 
 def _group_sum(x: np.ndarray, groups: np.ndarray, inc: np.ndarray, m: int) -> np.ndarray:

@@ -21,38 +21,31 @@ __all__ = ["transform_stack"]
 
 
 def _body(a, ang, tx, ty, mir, out, i):  # pragma: no cover - compiled
-    """Image i of the stack."""
-    n = a.shape[1]
+    """Image i of the stack; ``a`` carries a 1-pixel zero border (index + 1)."""
+    n = out.shape[1]
     c = n // 2
     t = ang[i] * math.pi / 180.0
     co, si = math.cos(t), math.sin(t)
+    sgn = -1.0 if mir[i] else 1.0
     for y in range(n):
         uy = y - c - ty[i]
+        ux = -c - tx[i]
+        sx = sgn * (co * ux + si * uy) + c + 1.0  # + 1: the border
+        sy = -si * ux + co * uy + c + 1.0
+        dsx, dsy = sgn * co, -si
         for x in range(n):
-            ux = x - c - tx[i]
-            sx = co * ux + si * uy
-            sy = -si * ux + co * uy
-            if mir[i]:
-                sx = -sx
-            sx += c
-            sy += c
-            x0 = math.floor(sx)
-            y0 = math.floor(sy)
-            fx = sx - x0
-            fy = sy - y0
-            ix, iy = int(x0), int(y0)
             v = 0.0
-            if 0 <= iy < n:
-                if 0 <= ix < n:
-                    v += a[i, iy, ix] * (1 - fy) * (1 - fx)
-                if 0 <= ix + 1 < n:
-                    v += a[i, iy, ix + 1] * (1 - fy) * fx
-            if 0 <= iy + 1 < n:
-                if 0 <= ix < n:
-                    v += a[i, iy + 1, ix] * fy * (1 - fx)
-                if 0 <= ix + 1 < n:
-                    v += a[i, iy + 1, ix + 1] * fy * fx
+            if sx >= 0.0 and sy >= 0.0 and sx < n + 1.0 and sy < n + 1.0:
+                ix = int(sx)
+                iy = int(sy)
+                fx = sx - ix
+                fy = sy - iy
+                v = (a[i, iy, ix] * (1 - fx) + a[i, iy, ix + 1] * fx) * (1 - fy) + (
+                    a[i, iy + 1, ix] * (1 - fx) + a[i, iy + 1, ix + 1] * fx
+                ) * fy
             out[i, y, x] = v
+            sx += dsx
+            sy += dsy
 
 
 _one = njit(cache=True, inline="always")(_body)
@@ -76,15 +69,17 @@ def transform_stack(images, angle, dx, dy, mirror) -> np.ndarray:
     Returns (K, n, n) float32. Parallel over images when called from the main thread; from
     other threads (the aligner's chunk workers) serial, as numba's parallel layer must not be
     entered from several threads at once."""
-    a = np.ascontiguousarray(images, dtype=np.float32)
+    a = np.asarray(images, dtype=np.float32)
     k = a.shape[0]
+    pad = np.zeros((k, a.shape[1] + 2, a.shape[2] + 2), np.float32)
+    pad[:, 1:-1, 1:-1] = a
 
     def vec(v, dtype):
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype), (k,)))
 
-    out = np.empty_like(a)
+    out = np.empty(a.shape, np.float32)
     if k:
         kern = _parallel if threading.current_thread() is threading.main_thread() else _serial
-        kern(a, vec(angle, np.float64), vec(dx, np.float64), vec(dy, np.float64),
+        kern(pad, vec(angle, np.float64), vec(dx, np.float64), vec(dy, np.float64),
                 vec(mirror, np.bool_), out)  # fmt: skip
     return out

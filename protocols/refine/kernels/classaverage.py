@@ -207,12 +207,12 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
     pid, slot = np.nonzero(cls >= 0)
     grp = cls[pid, slot]
     k = pid.size
-    imgs = normalize_stack(a, normproc)
+    imgs = normalize_stack(a, normproc)[pid]  # one row per (particle, class) membership
     mctf = None if ctf is None or averager == "mean" else ctf[pid]
     active = np.unique(grp)
 
     def average(ali, inc):
-        x = transform_stack(imgs[pid], ali.angle, ali.dx, ali.dy, ali.mirror)
+        x = transform_stack(imgs, ali.angle, ali.dx, ali.dy, ali.mirror)
         c = None if mctf is None else transform_ctf(mctf, ali.angle, ali.mirror)
         return x, average_groups(x, grp, m, included=inc, ctf=c, averager=averager)[0]
 
@@ -224,7 +224,7 @@ def class_averages(images, classes, references, *, ctf=None, niter: int = 1, kee
             inc = _grouped_keep(score, grp, keep, keepsig)
         if it == int(niter) + 1 or k == 0:
             break
-        ali = align_pairs(imgs[pid], cur, grp, **akw)
+        ali = align_pairs(imgs, cur, grp, **akw)
         aligned, avg = average(ali, inc)
         score = paired_cost(cmp, aligned, cur, grp, **opts)
         cur[active] = reference_filter(avg[active], automask=automask)

@@ -118,32 +118,46 @@ def _prepare(particles, references, shrink, mask, maxshift, cmp, cmp_options):
     return a, b, m, ms, opts
 
 
+_BATCH = 4096  # pairs per refine / transform batch of _rescore
+
+
 def _rescore(a, b, al, rows, cols, *, k, ralign, ralign_options, cmp, opts, mask, ms, snr):
     """ralign + cmp on the k best of each row of ``al`` (arrays (n, K) over ``cols``, a (n, K)
-    index array into ``b``, -1 = none); rows are the particles' indices into ``a``."""
+    index array into ``b``, -1 = none); rows are the particles' indices into ``a``. The
+    refinement and the transforms run in batches of pairs; the comparator per particle."""
     angle, dx, dy = (np.array(v, np.float64) for v in (al.angle, al.dx, al.dy))
     mirror, score = np.array(al.mirror), np.array(al.score, np.float64)
-    for r, i in enumerate(rows):
+    rows = np.asarray(rows)
+    chosen = []
+    for r in range(rows.size):
         valid = np.flatnonzero(cols[r] >= 0)
-        if valid.size == 0:
-            continue
         order = valid[np.argsort(score[r, valid], kind="stable")]
-        sel = order[: min(k, order.size)]
-        refs = b[cols[r, sel]]
+        chosen.append((valid, order[: min(k, order.size)]))
+    pr = np.concatenate([np.full(sel.size, r) for r, (_, sel) in enumerate(chosen)]).astype(int)
+    pc = np.concatenate([sel for _, sel in chosen]).astype(int)
+    moved = np.empty((pr.size, *a.shape[1:]), np.float32)
+    for s0 in range(0, pr.size, _BATCH):
+        r_, c_ = pr[s0 : s0 + _BATCH], pc[s0 : s0 + _BATCH]
+        refs = b[cols[r_, c_]]
         if ralign is not None:
-            part = np.broadcast_to(a[i], refs.shape)
-            ref = refine_2d(part, refs, angle[r, sel], dx[r, sel], dy[r, sel], mirror[r, sel],
-                            maxshift=ms, **ralign_options)  # fmt: skip
-            angle[r, sel], dx[r, sel], dy[r, sel] = ref.angle, ref.dx, ref.dy
-        inv = inverse_alignment(angle[r, sel], dx[r, sel], dy[r, sel], mirror[r, sel])
-        moved = transform_images_2d(refs, *inv)
-        p = a[i : i + 1]
-        if mask is not None:
-            p, moved = p * mask, moved * mask
+            ref = refine_2d(a[rows[r_]], refs, angle[r_, c_], dx[r_, c_], dy[r_, c_],
+                            mirror[r_, c_], maxshift=ms, **ralign_options)  # fmt: skip
+            angle[r_, c_], dx[r_, c_], dy[r_, c_] = ref.angle, ref.dx, ref.dy
+        inv = inverse_alignment(angle[r_, c_], dx[r_, c_], dy[r_, c_], mirror[r_, c_])
+        moved[s0 : s0 + _BATCH] = transform_images_2d(refs, *inv)
+    if mask is not None:
+        moved *= mask
+    start = 0
+    for r, (valid, sel) in enumerate(chosen):
+        if sel.size == 0:
+            continue
+        i = rows[r]
+        p = a[i : i + 1] if mask is None else a[i : i + 1] * mask
         o = dict(opts)
         if snr is not None:
             o["snr"] = snr[i] if snr.ndim == 2 else snr
-        v = cost(cmp, p, moved, **o)[0]
+        v = cost(cmp, p, moved[start : start + sel.size], **o)[0]
+        start += sel.size
         v = np.where(np.isfinite(v), v, _BAD)
         score[r, sel] = v
         rest = np.setdiff1d(valid, sel, assume_unique=True)
@@ -183,6 +197,9 @@ def _similarity(a, b, pairs, *, align, align_options, ralign, ralign_options, cm
         parts.append(al)
         if progress is not None:
             progress(stop / nimg)
+    if not parts:  # no particles
+        empty = np.zeros((0, width))
+        return [empty, empty, empty, empty.astype(bool), empty]
     fields = [np.concatenate([getattr(p, f) for p in parts]) for f in
               ("angle", "dx", "dy", "mirror", "score")]  # fmt: skip
     return fields

@@ -164,3 +164,19 @@ def test_same_result_without_pyfftw(case, monkeypatch):
     np.testing.assert_array_equal(one.mirror, two.mirror)
     for f in ("angle", "dx", "dy", "score"):
         np.testing.assert_allclose(getattr(one, f), getattr(two, f), rtol=1e-5, atol=1e-4)
+
+
+def test_compiled_refine_objective_is_the_ccc_of_the_transformed_image(case):
+    """refine_2d scores trials without making the images: same as transform + Pearson ccc."""
+    from emforge.numerics import _align_kernels as k
+    from emforge.numerics.refine2d import _paired_ccc
+
+    parts, ref, truth = case
+    refs = np.broadcast_to(ref, parts.shape).copy()
+    rng = np.random.default_rng(9)
+    q = np.stack([truth["dx"] + rng.normal(0, 1, 10), truth["dy"] + rng.normal(0, 1, 10),
+                  truth["angle"] + rng.normal(0, 5, 10)], -1)  # fmt: skip
+    got = np.empty((10, 1))
+    k.transformed_ccc(parts, refs, np.arange(10), q[:, None, :], truth["mirror"], got)
+    moved = al.transform_images_2d(parts, q[:, 2], q[:, 0], q[:, 1], truth["mirror"])
+    np.testing.assert_allclose(got[:, 0], _paired_ccc(moved, refs), atol=1e-6)

@@ -140,6 +140,11 @@ def test_transform_ctf_rotates_the_astigmatism():
     inside = np.hypot(ky[:, None], np.arange(N // 2 + 1)[None]) < N / 2 - 2
     assert _cc(got[inside], c1[inside]) > 0.99
     assert _cc(c0[inside], c1[inside]) < 0.95
+    same = transform_ctf(c0[None], np.zeros(1), np.zeros(1, bool))[0]
+    np.testing.assert_array_equal(same, c0)  # no alignment: the CTF itself
+    cm = ctf_2d((N, N), pixel_size=4.0, defocus_u=15000, defocus_v=9000, defocus_angle=-10.0)
+    mir = transform_ctf(c0[None], np.zeros(1), np.ones(1, bool))[0]  # x -> -x: angle -> -angle
+    assert _cc(mir[inside], cm[inside]) > 0.99
 
 
 def test_compose_alignments_equals_applying_both():

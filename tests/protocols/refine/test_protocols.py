@@ -157,11 +157,11 @@ def test_validation_names_every_problem(setup):
     with pytest.raises(ValidationError) as exc:
         p.run("refine.projection_matching",
               params=dict(sym="x5", targetres=1.0, startiter=4, iter=2, shrink=3, sep=5,
-                          classaverager="ctf.weight", classaligncmp={"name": "frc"}),
+                          classaverager="ctf.weight", simaligncmp={"name": "frc"}),
               inputs={"particles": f"{proj}.projections", "model": f"{setup['model']}.volume"})  # fmt: skip
     lines = exc.value.lines()
     for start in ("param 'sym'", "param 'targetres'", "param 'startiter'", "param 'shrink'",
-                  "param 'classaverager'", "param 'classaligncmp'"):  # fmt: skip
+                  "param 'classaverager'", "param 'simaligncmp'"):  # fmt: skip
         assert any(ln.startswith(start) for ln in lines), (start, lines)
     with pytest.raises(ValidationError, match=r"param 'sep': 500 classes per particle"):
         p.run("refine.projection_matching", params={"sep": 500, "delta": 30.0},
