@@ -415,6 +415,8 @@ def local_step(
         method=method,
         d_max=mb.d_max,
     )
+    for note in res.notes:
+        ctx.warn(note)
     write_outputs(
         ctx,
         Volume.from_attrs({**volume, "path": src.path or halves[0]}),

@@ -63,14 +63,20 @@ def box_starts(n: int, box: int, step: int) -> np.ndarray:
     return np.arange(step - box, n, step, dtype=np.int64)
 
 
-def default_box(resolution: float, pixel_size: float) -> int:
-    """The automatic box: about 12 x resolution (voxels, even), clipped to 24..64."""
-    return int(np.clip(2 * round(6.0 * resolution / pixel_size), 24, 64))
+def default_box(resolution: float, pixel_size: float, shape=None) -> int:
+    """The automatic box: about 12 x resolution (voxels, even), clipped to 24..64, and to the
+    largest even size that fits in a map of ``shape`` (a small map, e.g. a 20^3
+    subtomogram average at 11.4 A/px, gets a box as large as the map: at least two boxes per
+    axis still overlap, but the local B then varies over half the map only)."""
+    box = int(np.clip(2 * round(6.0 * resolution / pixel_size), 24, 64))
+    if shape is not None:
+        box = min(box, 2 * (int(min(shape)) // 2))
+    return box
 
 
 def _check_box(shape, box, step, resolution, px):
     if box is None:
-        box = default_box(resolution, px)
+        box = default_box(resolution, px, shape)
     box, step = int(box), int(box // 2 if step is None else step)
     if box < 8 or box % 2:
         raise ValueError(f"box: must be an even number of voxels >= 8, got {box}")
@@ -358,9 +364,13 @@ def _check_map_res(map, pixel_size, resolution, d_max):
         raise ValueError(f"map: must be 3D (z, y, x), got shape {a.shape}")
     px = check_pixel_size(pixel_size)
     d = check_resolution(resolution, px, "resolution")
+    if d_max is None:
+        from .mapb import map_b_fit_range
+
+        d_max = map_b_fit_range(a.shape, pixel_size=px, resolution=d)[0]
     if not d_max > d:
         raise ValueError(f"d_max: must be coarser than the resolution ({d} A), got {d_max}")
-    return a, px, d
+    return a, px, d, float(d_max)
 
 
 def _b_iso_params(boxes, spec, a, d_max, d):
@@ -410,7 +420,7 @@ def sharpen_local(
     half1=None,
     half2=None,
     method: str = "b_iso",
-    d_max: float = 10.0,
+    d_max: float | None = None,
     b_target: float = 0.0,
     b_spread: float = 100.0,
     pad: int | None = None,
@@ -440,12 +450,15 @@ def sharpen_local(
     map : ndarray float32 (z, y, x)
     pixel_size : float, Angstrom
     resolution : float, Angstrom (global resolution; finer than ``d_max``)
-    box : int, even box size in voxels (default ``12 resolution / pixel_size``, 24..64)
+    box : int, even box size in voxels (default ``12 resolution / pixel_size``, 24..64, at most
+        the map's smallest side; a note says when the map limited it)
     step : int, voxels between boxes, dividing ``box`` into >= 2 parts (default ``box/2``)
     half1, half2 : ndarray float32, needed for ``method="halfmap"``; with ``"b_iso"`` they are
         only filtered like the map (same per-box filters) and returned
     method : "b_iso" or "halfmap"
-    d_max : float, Angstrom, low-resolution end of the B fits (10)
+    d_max : float, Angstrom, low-resolution end of the B fits (default: the coarse end of
+        the family's map-B fit range, :func:`.mapb.map_b_fit_range`: the larger of 10 A and
+        2 x ``resolution``, at least 5 shells of the map)
     b_target : float, Angstrom^2, B the boxes are sharpened to (0)
     b_spread : float, Angstrom^2, largest departure of a box's B from the map's B (100)
     pad : int, zero padding per side of each box (default ``max(4, box // 5)``)
@@ -454,8 +467,9 @@ def sharpen_local(
     -------
     LocalSharpenResult
     """
-    a, px, d = _check_map_res(map, pixel_size, resolution, d_max)
+    a, px, d, d_max = _check_map_res(map, pixel_size, resolution, d_max)
     h1, h2 = _check_halves(method, half1, half2, a.shape)
+    auto_box = box is None
     box, step = _check_box(a.shape, box, step, d, px)
     pad = max(4, box // 5) if pad is None else int(pad)
     boxes = _Boxes(a.shape, box, step, pad)
@@ -479,6 +493,12 @@ def sharpen_local(
     g = boxes.grid_shape
     res_grid = d_loc.reshape(g) if method == "halfmap" else None
     centres = tuple(st + box // 2 for st in boxes.starts)
+    notes = []
+    if auto_box and box < default_box(d, px):
+        notes.append(
+            f"automatic box {box} px limited by the map's size {a.shape} (would be "
+            f"{default_box(d, px)} px at {d:g} A): the local B varies over half the map at most"
+        )
     return LocalSharpenResult(
         out,
         method,
@@ -492,4 +512,5 @@ def sharpen_local(
         res_grid,
         half1=None if halves is None else halves[0],
         half2=None if halves is None else halves[1],
+        notes=notes,
     )
