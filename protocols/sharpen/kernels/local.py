@@ -282,6 +282,8 @@ class LocalSharpenResult:
     lowpass_width : float, relative width of the raised-cosine low-pass (fraction of 1/d)
     half1, half2 : float32 (z, y, x) or None, the half maps with the same per-box filters
         (when half maps were given)
+    b_target : float, Angstrom^2, the B the boxes were sharpened to (applied global
+        sharpening B = ``b_global - b_target``)
     """
 
     map: np.ndarray
@@ -298,6 +300,7 @@ class LocalSharpenResult:
     half1: np.ndarray | None = None
     half2: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    b_target: float = 0.0
 
 
 def _apply_boxes(boxes: _Boxes, spec: _Spectra, a, curves) -> np.ndarray:
@@ -394,6 +397,20 @@ def _global_b_halfmap(h1, h2, px, d, d_max) -> float:
     return guinier_fit(s, amp * w, d_min=d_fit, d_max=d_max)[0]
 
 
+#: finer than this resolution (A) the default b_target is 0 (Wilson regime, see .mapb)
+COARSE_D = 10.0
+
+
+def _default_b_target(d_max: float, d: float) -> float:
+    """0, or on a coarse map the reference protein spectrum's Guinier B over d_max ... d."""
+    if d <= COARSE_D:
+        return 0.0
+    from .refspec import protein_ln_amplitude
+
+    s = np.linspace(1.0 / d_max, 1.0 / d, 16)
+    return float(-4.0 * np.polyfit(s * s, protein_ln_amplitude(s), 1)[0])
+
+
 def _check_halves(method, half1, half2, shape):
     if method not in ("b_iso", "halfmap"):
         raise ValueError(f"method: must be 'b_iso' or 'halfmap', got {method!r}")
@@ -421,7 +438,7 @@ def sharpen_local(
     half2=None,
     method: str = "b_iso",
     d_max: float | None = None,
-    b_target: float = 0.0,
+    b_target: float | None = None,
     b_spread: float = 100.0,
     pad: int | None = None,
 ) -> LocalSharpenResult:
@@ -459,7 +476,10 @@ def sharpen_local(
     d_max : float, Angstrom, low-resolution end of the B fits (default: the coarse end of
         the family's map-B fit range, :func:`.mapb.map_b_fit_range`: the larger of 10 A and
         2 x ``resolution``, at least 5 shells of the map)
-    b_target : float, Angstrom^2, B the boxes are sharpened to (0)
+    b_target : float, Angstrom^2, B the boxes are sharpened to (default 0; on a coarse map,
+        ``resolution`` coarser than 10 A where there is no Wilson regime, the Guinier B of
+        the reference protein spectrum over ``d_max`` ... ``resolution``, about 6 d^2: the
+        fall-off of an unblurred protein, not 0, which would over-sharpen by thousands of A^2)
     b_spread : float, Angstrom^2, largest departure of a box's B from the map's B (100)
     pad : int, zero padding per side of each box (default ``max(4, box // 5)``)
 
@@ -480,6 +500,8 @@ def sharpen_local(
     else:
         b_glob = _global_b_halfmap(h1, h2, px, d, d_max)
         weight, amp, d_loc, energy = _halfmap_params(boxes, spec, h1, h2, d_max, d)
+    if b_target is None:
+        b_target = _default_b_target(d_max, d)
     b_fit = _guinier_b(spec.s, amp, d_max, d_loc)
     b_loc = _local_b(b_fit, energy, boxes.grid_shape, b_glob, float(b_spread))
     curves = weight * np.exp((b_loc - b_target)[:, None] * spec.s[None, :] ** 2 / 4.0)
@@ -513,4 +535,5 @@ def sharpen_local(
         half1=None if halves is None else halves[0],
         half2=None if halves is None else halves[1],
         notes=notes,
+        b_target=float(b_target),
     )

@@ -46,3 +46,20 @@ def test_automatic_box_fits_a_small_map():
     assert out.box == 20 and out.step == 10
     assert np.all(np.isfinite(out.map)) and float(out.map.std()) > 0
     assert len(out.notes) == 1 and "limited by the map's size" in out.notes[0]
+
+
+def test_coarse_map_is_sharpened_to_a_proteins_fall_off_not_to_zero():
+    # at 24 Å the reference protein spectrum alone falls with B ~ 6 d^2 over 48-24 Å: the
+    # default target; sharpening to B = 0 would amplify 24 Å by exp(b_global/4/24^2) more
+    from emforge.protocols.sharpen.kernels.refspec import protein_ln_amplitude
+
+    px, res = 5.7, 24.0
+    a = bfactor_filter(_blobs(48, px), 400.0, pixel_size=px)
+    out = sharpen_local(a, pixel_size=px, resolution=res, box=24)
+    s = np.linspace(1 / 48.0, 1 / 24.0, 16)
+    b_ref = -4.0 * np.polyfit(s * s, protein_ln_amplitude(s), 1)[0]
+    assert abs(out.b_target - b_ref) < 1e-6
+    assert 5.0 * res**2 < out.b_target < 6.5 * res**2
+    # finer than 10 Å (Wilson regime) the target stays 0
+    fine = sharpen_local(a, pixel_size=1.0, resolution=3.5, box=24, step=12)
+    assert fine.b_target == 0.0
