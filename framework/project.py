@@ -29,24 +29,11 @@ from . import paths as _paths
 from . import sets as _sets
 from .errors import EmforgeError, NotFoundError, ParamError, ProjectError
 from .objects import ITEM_TYPES, OBJECT_TYPES, SET_KINDS, DataObject, make_items
+from .versions import file_version
 
 __all__ = ["Project", "EMSet", "file_version", "DB_NAME"]
 
 DB_NAME = "project.sqlite"
-
-
-def file_version(paths: Sequence[str]) -> str:
-    """Content hash (blake2b, hex) of the files, in order; missing files hash as absent."""
-    h = hashlib.blake2b(digest_size=16)
-    for p in paths:
-        h.update(b"\0")
-        try:
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
-        except FileNotFoundError:
-            h.update(b"<missing>")
-    return h.hexdigest()
 
 
 def _stored_schema_version(dbfile: Path) -> str | None:
@@ -164,6 +151,8 @@ class Project:
         :class:`~emforge.errors.ValidationError` (nothing recorded) when validation fails, and
         :class:`~emforge.errors.EmforgeError` when the run fails.
         """
+        # the one edge between the two: the project calls the engine here (lazily, so that
+        # opening a project does not load it); the engine never imports this module
         from .engine import create_run, execute_run
 
         run_id = create_run(
@@ -178,13 +167,18 @@ class Project:
 
     def outputs(self, run_id: int) -> dict[str, Any]:
         """The outputs of a run by name, as typed objects or set handles."""
-        from .engine.runs import materialise
-
         with db.read(self.engine) as conn:
             rows = conn.execute(
                 select(db.objects).where(db.objects.c.run_id == run_id).order_by(db.objects.c.id)
             )
-            return {r["name"]: materialise(self, dict(r)) for r in rows.mappings()}
+            return {r["name"]: self.materialise(dict(r)) for r in rows.mappings()}
+
+    def materialise(self, row: Mapping[str, Any]) -> DataObject | EMSet:
+        """The typed object (or set handle) of an ``objects`` row, its file paths absolute."""
+        attrs = json.loads(row["attrs_json"])
+        if row["kind"] in SET_KINDS:
+            return EMSet(self, row["id"], kind=row["kind"], attrs=attrs)
+        return _paths.resolved_object(OBJECT_TYPES[row["kind"]].from_attrs(attrs), self.path)
 
     def tables(self) -> list[str]:
         return inspect(self.engine).get_table_names()
@@ -280,11 +274,7 @@ class Project:
 
     def get(self, object_id: int) -> DataObject | EMSet:
         """The typed object (or set handle) with this id."""
-        row = self.object_row(object_id)
-        if row["kind"] in SET_KINDS:
-            return EMSet(self, object_id)
-        obj = OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
-        return _paths.resolved_object(obj, self.path)
+        return self.materialise(self.object_row(object_id))
 
     def object_row(self, object_id: int) -> dict[str, Any]:
         with db.read(self.engine) as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 # piped output (files, CI logs) gets a wide console so tables keep full protocol ids
 
 
+#: what rich would change in a string besides markup: an emoji code ``:name:``, tabs (expanded)
+#: and control characters
+_RICH_CHANGES = re.compile(r":[a-z0-9_+-]+:|[\t\r\x00-\x08\x0b-\x1f\x7f]")
+
+
 class _LazyConsole:
     """A :class:`rich.console.Console` made on first use: commands that print plain text
     (``protocols list``) never import rich."""
@@ -25,7 +31,21 @@ class _LazyConsole:
         self._stderr = stderr
         self._console: Any = None
 
+    def print(self, *objects: Any, markup: bool | None = None, **kw: Any) -> None:
+        """Plain strings to a stream that is not a terminal are written as they are (what
+        rich writes there too, without importing it); anything else goes through rich."""
+        stream = sys.stderr if self._stderr else sys.stdout
+        if not kw and all(isinstance(o, str) for o in objects) and not stream.isatty():
+            text = " ".join(objects)
+            if (markup is False or "[" not in text) and not _RICH_CHANGES.search(text):
+                stream.write(text + "\n")
+                return
+        self._rich().print(*objects, markup=markup, **kw)
+
     def __getattr__(self, name: str) -> Any:
+        return getattr(self._rich(), name)
+
+    def _rich(self) -> Any:
         if self._console is None:
             from rich.console import Console
 
@@ -34,7 +54,7 @@ class _LazyConsole:
             else:
                 width = None if sys.stdout.isatty() else 200
                 self._console = Console(highlight=False, soft_wrap=True, width=width)
-        return getattr(self._console, name)
+        return self._console
 
 
 out = _LazyConsole()
@@ -165,9 +185,18 @@ def plugin_new(args: Any) -> int:
 
 # -- running -----------------------------------------------------------------------
 def _progress_runner(proj: Project, run_id: int, args: Any, *, resume: bool = True) -> str:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..engine import execute_run
+
+    if not sys.stderr.isatty():  # no bar to draw: rich is not even imported
+        return execute_run(
+            proj,
+            run_id,
+            resume=resume,
+            workers=args.workers,
+            executor=args.executor,
+            address=args.scheduler,
+        )
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("run {task.fields[run]}"),
@@ -220,16 +249,36 @@ def _finish_message(proj: Project, run_id: int, status: str) -> int:
     return 1
 
 
+def _launch_argv(proj: Project, run_id: int, args: Any, mode: str) -> list[str]:
+    from ._launch import argv_of
+
+    return argv_of(
+        str(proj.path),
+        run_id,
+        mode=mode,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
+
+
 def _launch_command(proj: Project, run_id: int, args: Any, mode: str) -> list[str]:
+    """The command of a new interpreter running the engine (when this process cannot fork)."""
     # -P: the current folder must not come first on the child's import path, where a folder
     # named ``emforge`` (the one above a clone) would shadow the installed package
-    cmd = [sys.executable, "-P", "-m", "emforge.engine.launch", str(proj.path), str(run_id)]
-    cmd += ["--mode", mode, "--executor", args.executor]
-    if args.workers:
-        cmd += ["--workers", str(args.workers)]
-    if args.scheduler:
-        cmd += ["--scheduler", args.scheduler]
-    return cmd
+    return [
+        sys.executable,
+        "-P",
+        "-m",
+        "emforge.cli._launch",
+        *_launch_argv(proj, run_id, args, mode),
+    ]
+
+
+def _can_fork() -> bool:
+    from ._launch import can_fork
+
+    return can_fork()
 
 
 #: how long ``--detach`` waits for the background engine to claim its run
@@ -246,20 +295,24 @@ def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
         raise RunBusyError(busy_message(row))
     log_path = Path(row["workdir"]) / "logs" / "stdout.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
-    cmd = _launch_command(proj, run_id, args, mode)
     with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
-        # posix_spawn, not Popen: the engine outlives this command on purpose
-        pid = os.posix_spawn(
-            cmd[0],
-            cmd,
-            os.environ,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
-                (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
-            ],
-            setsid=True,
-        )
+        if _can_fork():  # the engine is already imported here: no new interpreter to start
+            from ._launch import fork_engine
+
+            pid = fork_engine(_launch_argv(proj, run_id, args, mode), log.fileno())
+        else:  # posix_spawn, not Popen: the engine outlives this command on purpose
+            cmd = _launch_command(proj, run_id, args, mode)
+            pid = os.posix_spawn(
+                cmd[0],
+                cmd,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+                    (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+                    (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+                ],
+                setsid=True,
+            )
     deadline = time.monotonic() + DETACH_CONFIRM_S
     while run_row(proj, run_id)["pid"] != pid:
         exited, status = os.waitpid(pid, os.WNOHANG)

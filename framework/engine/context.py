@@ -9,6 +9,7 @@ transaction that marks the step finished, so an output exists exactly when its s
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,10 +191,16 @@ class StepOutcome:
     files: list[str] = field(default_factory=list)
 
 
+def take_written() -> list[str]:
+    """:func:`emforge.io.mrc.take_written`, without loading the MRC module (and mrcfile) for
+    a step that writes nothing: the atomic writer lives there, so if it is not imported yet,
+    this process wrote nothing through it."""
+    mrc = sys.modules.get("emforge.io.mrc")
+    return [] if mrc is None else mrc.take_written()
+
+
 def call_step(fn: Any, ctx: StepContext, args: dict[str, Any]) -> StepOutcome:
     """Run one step function (in whatever process) and package its outcome."""
-    from ..io.mrc import take_written
-
     t0 = time.perf_counter()
     take_written()  # forget writes that were not this step's
     result = fn(ctx, **args)

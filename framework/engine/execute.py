@@ -19,16 +19,15 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
 from .. import db
 from ..errors import EmforgeError
-from ..project import Project, file_version
+from ..versions import file_version
 from .claims import STALE_AFTER_S, RunBusyError, busy_message, claim_run, effective_status
 from .context import StepContext, StepOutcome, append_line, check_run_folder
 from .executors import Executor, WorkerDied, make_executor
@@ -36,6 +35,9 @@ from .keys import canonical_json, step_keys, toposort
 from .protocol import Step
 from .runs import LoadedRun, check_sources, load_run
 from .verify import damaged_files, record_files, remove_leftovers
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = ["execute_run", "effective_status", "RunAborted", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -104,17 +106,38 @@ def _outputs_intact(conn: Connection, project: Project, run_id: int, step: str) 
     return True
 
 
+def _stored_objects(project: Project, registrations: list[dict[str, Any]]) -> dict[int, Any]:
+    """``project.stored_attrs`` (attributes and data version: the content hash of the files)
+    of each single-object registration, by its index. Computed before the write transaction
+    (which then stays short), the files of different objects hashed by parallel threads:
+    hashing and reading release the interpreter lock."""
+    todo = [i for i, reg in enumerate(registrations) if reg["type"] == "object"]
+    if len(todo) <= 1:
+        return {i: project.stored_attrs(registrations[i]["object"]) for i in todo}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+        done = pool.map(lambda i: project.stored_attrs(registrations[i]["object"]), todo)
+        return dict(zip(todo, done, strict=True))
+
+
 def _register(
-    conn: Connection, project: Project, run_id: int, step: str, reg: dict[str, Any]
+    conn: Connection,
+    project: Project,
+    run_id: int,
+    step: str,
+    reg: dict[str, Any],
+    stored: tuple[str, str] | None = None,
 ) -> None:
-    """Write one registration; an output redone keeps its object id (downstream edges)."""
+    """Write one registration; an output redone keeps its object id (downstream edges).
+    ``stored``: the object's ``project.stored_attrs``, when already computed."""
     o = db.objects.c
     old = conn.execute(select(o.id).where((o.run_id == run_id) & (o.name == reg["name"]))).scalar()
     if old is not None:
         conn.execute(delete(db.set_columns).where(db.set_columns.c.object_id == old))
     if reg["type"] == "object":
         obj = reg["object"]
-        attrs_json, version = project.stored_attrs(obj)
+        attrs_json, version = stored or project.stored_attrs(obj)
         values = dict(
             kind=obj.kind,
             attrs_json=attrs_json,
@@ -142,9 +165,7 @@ def _register(
                 conn=conn,
             )
         else:
-            from ..project import EMSet
-
-            handle = EMSet(project, reg["source_id"]).copy(
+            handle = project.get(reg["source_id"]).copy(
                 reg["changes"],
                 run_id=run_id,
                 name=reg["name"],
@@ -319,6 +340,8 @@ class _Scheduler:
         except (EmforgeError, WorkerDied) as exc:
             return self._fail(name, str(exc), str(exc))
         except Exception as exc:
+            import traceback  # only for a failing step
+
             return self._fail(
                 name,
                 f"{type(exc).__name__}: {exc}",
@@ -328,9 +351,10 @@ class _Scheduler:
         missing = [o for o in declared if o not in {r["name"] for r in outcome.registrations}]
         if missing:
             return self._fail(name, f"step registered no output {missing}", "")
+        stored = _stored_objects(self.project, outcome.registrations)
         with db.write(self.project.engine) as conn:
-            for reg in outcome.registrations:
-                _register(conn, self.project, self.run_id, name, reg)
+            for i, reg in enumerate(outcome.registrations):
+                _register(conn, self.project, self.run_id, name, reg, stored.get(i))
             record_files(
                 conn,
                 self.project.path,

@@ -16,13 +16,10 @@ Payloads are plain and picklable and workers never open the project database.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import queue as _queue
 import signal
 import sys
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .context import StepContext, call_step, set_progress_sink
@@ -121,6 +118,8 @@ class _PoolHandle:
         return self._future.done()
 
     def result(self) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return self._future.result()
         except BrokenProcessPool:
@@ -138,6 +137,11 @@ class ProcessExecutor(Executor):
     parallel = True
 
     def __init__(self, workers: int) -> None:
+        # multiprocessing and concurrent.futures load here, not with the engine: a run whose
+        # steps go inline (one worker, --executor inline) never needs them
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
         ctx = mp.get_context("fork")
         self.workers = max(1, int(workers))
         self._queue = ctx.Queue()
@@ -150,6 +154,9 @@ class ProcessExecutor(Executor):
         self._procs: dict[int, Any] = {}
 
     def submit(self, fn: Any, ctx: StepContext, args: dict[str, Any]) -> Any:
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             future = self._pool.submit(call_step, fn, ctx, args)
         except BrokenProcessPool:  # an earlier step's worker died: this one cannot start

@@ -6,15 +6,14 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 
 from .. import db
 from ..errors import NotFoundError, ParamError, ProjectError, ValidationError
-from ..objects import FSC
+from ..objects import FSC, SET_KINDS
 from ..paths import from_stored
-from ..project import EMSet, Project
 from .execute import effective_status
 from .keys import canonical_json, params_dict
 from .runs import (
@@ -27,6 +26,9 @@ from .runs import (
     run_row,
     stored_params,
 )
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = [
     "run_rows",
@@ -300,7 +302,7 @@ def export_object(project: Project, ref: str, path: Path) -> Path:
     if isinstance(obj, FSC):
         return _export_fsc(obj, path)
     suffix = path.suffix.lower()
-    if isinstance(obj, EMSet):
+    if row["kind"] in SET_KINDS:
         if suffix != ".star":
             raise ParamError("output", f"{path}: a {obj.kind} exports to a .star file")
         if obj.kind == "SetOfParticles":

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from .. import db
 from ..errors import NotFoundError
-from ..project import Project
 from .listing import pending_params
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = ["lineage", "lineage_lines", "lineage_dot", "run_record"]
 

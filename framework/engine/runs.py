@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from sqlalchemy import Connection, insert, select, update
@@ -19,10 +19,11 @@ from sqlalchemy import Connection, insert, select, update
 from .. import __version__, db
 from .. import paths as _paths
 from ..errors import InputFileError, NotFoundError, ValidationError
-from ..objects import OBJECT_TYPES, SET_KINDS
-from ..project import EMSet, Project
 from .keys import canonical_json, params_dict
 from .protocol import Protocol, ProtocolParams, path_params
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = [
     "ProtocolInfo",
@@ -166,10 +167,7 @@ def _resolve_one(conn: Connection, ref: Any) -> dict[str, Any]:
 
 def materialise(project: Project, row: dict[str, Any]) -> Any:
     """The typed object (or set handle) of an objects row, its file paths absolute."""
-    if row["kind"] in SET_KINDS:
-        return EMSet(project, row["id"], kind=row["kind"], attrs=json.loads(row["attrs_json"]))
-    obj = OBJECT_TYPES[row["kind"]].from_attrs(json.loads(row["attrs_json"]))
-    return _paths.resolved_object(obj, project.path)
+    return project.materialise(row)
 
 
 def resolve_inputs(

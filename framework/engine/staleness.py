@@ -20,17 +20,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from .. import db
 from ..objects import OBJECT_TYPES
-from ..project import Project
 from .execute import effective_status, external_versions
 from .keys import step_keys, toposort
 from .runs import load_run, materialise, missing_sources
 from .verify import damaged_files
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = ["Cause", "Staleness", "why", "stale_upstream"]
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,12 +28,14 @@ from sqlalchemy import select
 
 from .. import db
 from ..errors import EmforgeError, InputFileError, ParamError, ValidationError
-from ..project import Project
 from .claims import abort_own_run
 from .execute import execute_run
 from .keys import canonical_json, params_dict
 from .runs import create_run, parse_params, protocol_info, stored_params
 from .staleness import why
+
+if TYPE_CHECKING:  # the engine runs on a project; it never imports emforge.project
+    from ..project import Project
 
 __all__ = [
     "Template",

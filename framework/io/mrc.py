@@ -459,6 +459,35 @@ def _frame_fields(origin, origin_field: str, voxel) -> tuple[tuple, tuple]:
     return frame, (0, 0, 0)  # ORIGIN keeps any frame, whole voxels or not
 
 
+class _MrcNoStats(mrcfile.mrcfile.MrcFile):
+    """An mrcfile writer that leaves DMIN, DMAX, DMEAN and RMS to :func:`_header_stats`:
+    mrcfile's own statistics take a float32 copy of the whole array (a fresh 64 MB for a 256³
+    map, whose first touch costs more than the arithmetic in a new process) for the rms."""
+
+    def update_header_stats(self) -> None:
+        pass
+
+
+def _header_stats(header, arr: np.ndarray) -> None:
+    """DMIN, DMAX, DMEAN and RMS (the standard deviation, as mrcfile and MRC2014 define it)
+    of ``arr`` in one pass of float32 blocks (float64 sums; no copy of the array)."""
+    from ._mrc_stream import StackStats
+
+    if arr.size == 0:
+        header.dmin, header.dmax, header.dmean, header.rms = 0.0, -1.0, -2.0, -1.0
+        return
+    stats = StackStats()
+    rows = arr.reshape(-1, arr.shape[-1])
+    if arr.dtype == np.float32:
+        stats.add_block(rows)
+    else:  # the kept integer and float16 modes: converted a slab of about 4 MB at a time
+        per = max(1, (1 << 20) // rows.shape[1])
+        for a in range(0, len(rows), per):
+            stats.add_block(rows[a : a + per].astype(np.float32))
+    header.dmin, header.dmax = np.float32(stats.min), np.float32(stats.max)
+    header.dmean, header.rms = np.float32(stats.mean), np.float32(stats.rms)
+
+
 def _write(path, data, voxel_size, origin, stack: bool, origin_field: str = "origin") -> None:
     arr = _storage(data)
     vz, vy, vx = _triple("voxel_size", voxel_size)
@@ -466,8 +495,9 @@ def _write(path, data, voxel_size, origin, stack: bool, origin_field: str = "ori
     with atomic_target(path) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Data array contains")
-            with _closed_on_error(mrcfile.new(tmp)) as mrc:
+            with _closed_on_error(_MrcNoStats(tmp, mode="w+")) as mrc:
                 mrc.set_data(arr)
+                _header_stats(mrc.header, arr)
                 if stack and arr.ndim == 3:
                     mrc.set_image_stack()
                 mrc.voxel_size = (vx, vy, vz)

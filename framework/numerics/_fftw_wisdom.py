@@ -18,9 +18,28 @@ from pathlib import Path
 # before pyFFTW loads its OpenMP runtime: see "Threads" in emforge.numerics.fft
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-try:  # pragma: no cover - exercised implicitly
-    import pyfftw
 
+def _import_pyfftw():
+    """``import pyfftw`` without its Dask interface: ``pyfftw.interfaces`` imports
+    ``dask.array`` (0.2 s, more than every FFT of a small map) whenever Dask is installed,
+    for ``pyfftw.interfaces.dask_fft``, which emforge never uses. Hiding ``dask.array.fft``
+    while pyFFTW loads makes that optional import fail as it does without Dask; a Dask
+    already imported is left alone, and Dask imports normally afterwards."""
+    import sys
+
+    hide = "dask.array.fft" not in sys.modules
+    if hide:
+        sys.modules["dask.array.fft"] = None  # type: ignore[assignment]
+    try:
+        import pyfftw as module
+    finally:
+        if hide and sys.modules.get("dask.array.fft", 0) is None:
+            del sys.modules["dask.array.fft"]
+    return module
+
+
+try:  # pragma: no cover - exercised implicitly
+    pyfftw = _import_pyfftw()
     _HAVE_PYFFTW = True
 except ImportError:  # pragma: no cover - depends on the environment
     pyfftw = None

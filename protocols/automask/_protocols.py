@@ -30,16 +30,26 @@ __all__ = ["AutoMask3D", "SoftMask", "write_mask_report"]
 def _register(
     ctx: StepContext, volume: dict, data: np.ndarray, mask: np.ndarray, title: str
 ) -> None:
-    """Write and register the mask and the masked map (``data`` is the source map, already read)."""
+    """Write and register the mask and the masked map, and draw the report.
+
+    ``data`` is the source map as this step read it: it is multiplied by the mask in place
+    (no third map-sized array). The mask is written by a second thread meanwhile (both
+    writes wait on the disk, and release the interpreter lock while they do).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from emforge.io import read_info, read_volume, write_volume
 
     src = Volume.from_attrs(volume)
-    info = read_info(src.path)
-    masked = data * mask
+    placement = read_info(src.path).placement
     mpath, vpath = ctx.path("mask.mrc"), ctx.path("masked.mrc")
-    write_volume(mpath, mask, **info.placement)
-    write_volume(vpath, masked, **info.placement)
-    soft = bool(np.any((mask > 1e-6) & (mask < 1 - 1e-6)))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        mask_written = pool.submit(write_volume, mpath, mask, **placement)
+        soft = bool(np.any((mask > 1e-6) & (mask < 1 - 1e-6)))
+        write_mask_report(ctx.path("report.png"), data, mask, title=title)
+        masked = np.multiply(data, mask, out=data)
+        write_volume(vpath, masked, **placement)
+        mask_written.result()
     ctx.output(
         "mask",
         VolumeMask(
@@ -57,7 +67,7 @@ def _register(
         if h:
             hd, hi = read_volume(h)
             hp = ctx.path(f"masked_half{i}.mrc")
-            write_volume(hp, hd * mask, **hi.placement)
+            write_volume(hp, np.multiply(hd, mask, out=hd), **hi.placement)
             halves.append(str(hp))
     ctx.output(
         "volume",
@@ -72,7 +82,6 @@ def _register(
             origin_field=src.origin_field,
         ),
     )
-    write_mask_report(ctx.path("report.png"), data, mask, title=title)
 
 
 def _read(path: str) -> np.ndarray:

@@ -36,28 +36,43 @@ def _rank(lp: np.ndarray, labels: np.ndarray, count: int) -> tuple[np.ndarray, i
 
     The integrated density bounds a score from above, so components are visited by
     decreasing density and the walk stops once one cannot reach ``KEEP_FRACTION`` of the
-    best score: the others get score 0 (they would not be kept either way).
+    best score: the others get score 0 (they would not be kept either way). Masses and
+    density-weighted centroids of all components come from one pass over the foreground
+    voxels (weighted ``bincount`` of the values and of the values times each coordinate).
     """
     flat = labels.ravel()
     idx = np.flatnonzero(flat)  # the foreground only: no 16-byte copy of every voxel
-    mass = np.bincount(flat[idx], weights=lp.ravel()[idx], minlength=count + 1)
+    lab = flat[idx]
+    vals = lp.ravel()[idx].astype(np.float64)
+    mass = np.bincount(lab, weights=vals, minlength=count + 1)
     mass[0] = 0.0
-    boxes = ndimage.find_objects(labels)
+    moments = []
+    for stride, n in zip(np.cumprod((1,) + lp.shape[:0:-1])[::-1], lp.shape, strict=True):
+        coord = (idx // stride) % n
+        moments.append(np.bincount(lab, weights=vals * coord, minlength=count + 1))
     score = np.zeros(count + 1)
-    best, best_peak = 0, 0.0
-    for lab in np.argsort(mass)[::-1]:
-        if lab == 0 or mass[lab] <= 0 or mass[lab] < KEEP_FRACTION * score[best]:
+    best = 0
+    for k in np.argsort(mass)[::-1]:
+        if k == 0 or mass[k] <= 0 or mass[k] < KEEP_FRACTION * score[best]:
             break
-        box = boxes[lab - 1]
-        w = np.where(labels[box] == lab, lp[box], np.float32(0))  # float32, sums in float64
-        centroid = []
-        for axis in range(3):
-            profile = w.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.float64)
-            centroid.append(box[axis].start + float(profile @ np.arange(w.shape[axis])) / mass[lab])
-        score[lab] = mass[lab] * _centrality(centroid, lp.shape)
-        if score[lab] > score[best]:
-            best, best_peak = int(lab), float(w.max())
+        centroid = [float(m[k]) / mass[k] for m in moments]
+        score[k] = mass[k] * _centrality(centroid, lp.shape)
+        if score[k] > score[best]:
+            best = int(k)
+    best_peak = float(vals[lab == best].max()) if best else 0.0
     return score, best, best_peak
+
+
+def _region(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``keep[labels]``: a comparison per kept label when they are few (a bool lookup table
+    gathered per voxel costs more than a handful of vectorised comparisons)."""
+    kept = np.flatnonzero(keep)
+    if len(kept) > 4:
+        return keep[labels]
+    out = np.zeros(labels.shape, dtype=bool)
+    for k in kept:
+        out |= labels == k
+    return out
 
 
 def choose_components(lp: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -98,7 +113,7 @@ def choose_components(lp: np.ndarray) -> tuple[np.ndarray, dict]:
         "components": int(count),
         "kept": int(keep.sum()),
     }
-    return keep[labels], info
+    return _region(labels, keep), info
 
 
 def soft_edge_width(resolution: float, pixel_size: float) -> int:

@@ -82,3 +82,28 @@ def test_every_parser_command_names_an_existing_implementation():
     assert len(names) > 20 and "protocols_list" in names
     missing = [n for n in names if not callable(getattr(_commands, n, None))]
     assert missing == []
+
+
+def test_a_piped_trivial_run_loads_neither_rich_nor_a_process_pool(tmp_path):
+    """``emforge run`` with its output piped (no progress bar to draw) does not import rich,
+    and its one step runs inline, without multiprocessing; the messages are still printed
+    and the run is recorded with its output."""
+    from emforge.project import Project
+
+    Project.init(tmp_path / "p")
+    probe = (
+        "import contextlib, io, json, sys\n"
+        "import emforge.cli as cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as buf:\n"
+        f"    rc = cli.main(['run', 'example.sleep', '-P', {str(tmp_path / 'p')!r},\n"
+        "                 '-p', 'seconds=0', '-p', 'n_steps=1', '-p', 'register_output=true'])\n"
+        "names = ['rich', 'sqlalchemy', 'multiprocessing', 'concurrent.futures.process']\n"
+        "print(json.dumps([rc, buf.getvalue(), [m for m in names if m in sys.modules]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rc, text, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rc == 0 and text.startswith("run 1 finished in ") and "outputs: 1.record" in text
+    assert loaded == ["sqlalchemy"]  # the run reached the database, and loaded nothing else
+    rows = Project.open(tmp_path / "p").list_objects(1)
+    assert [r["name"] for r in rows] == ["record"]

@@ -244,9 +244,44 @@ def test_detach_from_a_folder_holding_a_folder_named_emforge(project, tmp_path):
 def test_detach_reports_a_child_that_failed_to_start(project, monkeypatch, capsys):
     run_id = _sleep_run(project, 0, 1)
     failing = [sys.executable, "-c", "import sys; sys.exit('emforge: error: no engine here')"]
+    monkeypatch.setattr(commands, "_can_fork", lambda: False)  # a new interpreter, spawned
     monkeypatch.setattr(commands, "_launch_command", lambda *a: failing)
     rc = main(["runs", "resume", str(run_id), "--detach", "-P", str(project.path)])
     err = capsys.readouterr().err
     assert rc == 2 and "did not start" in err and "no engine here" in err, err
     assert len(err.strip().splitlines()) == 1
     assert run_status(project, run_id) == "new"
+
+
+def test_detach_reports_a_forked_engine_that_failed_to_start(project, monkeypatch, capsys):
+    import emforge.cli._launch as launch
+    from emforge.errors import ProjectError
+
+    def refuse(*_a, **_k):
+        raise ProjectError("no engine here")
+
+    run_id = _sleep_run(project, 0, 1)
+    monkeypatch.setattr(commands, "_can_fork", lambda: True)
+    monkeypatch.setattr(launch, "execute_run", refuse)  # the forked child inherits it
+    rc = main(["runs", "resume", str(run_id), "--detach", "-P", str(project.path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "did not start" in err and "no engine here" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert run_status(project, run_id) == "new"
+
+
+def test_detach_forks_the_engine_when_it_can(project, capsys):
+    """A single-threaded command forks itself into the engine (no new interpreter): the run
+    finishes, claimed by the forked process, whose log holds no error."""
+    import threading
+
+    assert threading.active_count() == 1 and commands._can_fork()
+    rc = main(["run", "example.sleep", "--detach", "-P", str(project.path), "-p", "seconds=0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "started in the background" in out, out
+    pid = int(re.search(r"process (\d+)", out).group(1))
+    wait_for(lambda: run_status(project, 1) == "finished", 30, "the forked engine", 0.02)
+    assert run_row(project, 1)["pid"] == pid
+    os.waitpid(pid, 0)  # reap it: it is this process's child
+    log = (project.path / run_row(project, 1)["workdir"] / "logs" / "stdout.log").read_text()
+    assert "error" not in log.lower(), log

@@ -412,3 +412,24 @@ def test_write_volume_header(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["v.mrc"]
     with pytest.raises(ParamError, match="voxel_size"):
         write_volume(path, volume, voxel_size=0)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.int16, np.uint16, np.int8, np.float16]
+)
+def test_write_volume_header_statistics_are_those_of_the_stored_values(tmp_path, dtype):
+    """DMIN, DMAX, DMEAN, RMS (standard deviation) of the values as stored, from float64
+    arithmetic on them; a large mean does not cancel the rms."""
+    rng = np.random.default_rng(7)
+    data = (rng.standard_normal((9, 31, 17)) * 10 + 50).astype(dtype)
+    path = tmp_path / f"v_{np.dtype(dtype).name}.mrc"
+    write_volume(path, data, voxel_size=1.5)
+    stored = read_volume(path)[0].astype(np.float64)
+    with mrcfile.open(path) as mrc:
+        h = mrc.header
+        assert float(h.dmin) == stored.min() and float(h.dmax) == stored.max()
+        assert float(h.dmean) == pytest.approx(stored.mean(), rel=1e-6)
+        assert float(h.rms) == pytest.approx(stored.std(), rel=1e-5)
+    write_volume(path, np.full((4, 4, 4), 1e4, dtype=np.float32) + np.arange(4.0), voxel_size=1)
+    with mrcfile.open(path) as mrc:
+        assert float(mrc.header.rms) == pytest.approx(np.arange(4.0).std(), rel=1e-5)

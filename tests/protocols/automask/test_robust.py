@@ -127,3 +127,34 @@ def test_dilate6_erode6_equal_scipy(n_iter):
         erode6(obj, n_iter),
         ndimage.binary_erosion(obj, CROSS, iterations=n_iter, border_value=0) if n_iter else obj,
     )
+
+
+def test_component_scores_use_mass_and_density_weighted_centroid():
+    """Two uniform cubes: masses are value x volume, centroids their centres (analytic), the
+    score mass / (1 + (d / (n/4))**2), d the centre's distance to the box centre N//2."""
+
+    from emforge.protocols.automask._robust import _rank
+
+    n = 40
+    lp = np.zeros((n, n, n), np.float32)
+    lp[18:23, 17:24, 19:22] = 2.0  # centre (20, 20, 20): at the box centre
+    lp[2:6, 30:34, 5:9] = 3.0  # centre (3.5, 31.5, 6.5)
+    labels, count = ndimage.label(lp > 0)
+    score, best, peak = _rank(lp, labels, count)
+    central, corner = labels[20, 20, 20], labels[3, 31, 6]
+    assert best == central and peak == 2.0
+    assert score[central] == pytest.approx(2.0 * 5 * 7 * 3)
+    d = np.linalg.norm(np.subtract((3.5, 31.5, 6.5), 20))
+    assert score[corner] == pytest.approx(3.0 * 64 / (1 + (d / 10) ** 2))
+
+
+@pytest.mark.parametrize("kept", [[3], [1, 5], [2, 3, 4, 6, 7, 9]])
+def test_region_of_kept_labels(kept):
+    from emforge.protocols.automask._robust import _region
+
+    labels = np.random.default_rng(1).integers(0, 10, (12, 13, 14)).astype(np.int32)
+    keep = np.zeros(10, bool)
+    keep[kept] = True
+    region = _region(labels, keep)
+    assert region.dtype == bool and region.shape == labels.shape
+    np.testing.assert_array_equal(region, np.isin(labels, kept))
