@@ -483,9 +483,12 @@ class SharpenAuto(Protocol):
 
     def steps(self) -> list[Step]:
         p = self.params
+        from .kernels.auto import B_MAX, B_MIN
+
+        default = (p.b_min, p.b_max) == (B_MIN, B_MAX)  # the kernel's window (coarse maps)
         opts = dict(
-            b_min=p.b_min,
-            b_max=p.b_max,
+            b_min=None if default else p.b_min,
+            b_max=None if default else p.b_max,
             n_steps=p.n_steps,
             method=p.method,
             resolution=p.resolution or None,

@@ -415,6 +415,8 @@ def local_step(
         method=method,
         d_max=mb.d_max,
     )
+    for note in res.notes:
+        ctx.warn(note)
     write_outputs(
         ctx,
         Volume.from_attrs({**volume, "path": src.path or halves[0]}),
@@ -439,7 +441,7 @@ def local_step(
         ],
         [
             ("method", method),
-            ("B", b_sentence(mb.b, res.b_global)),
+            ("B", b_sentence(mb.b, res.b_global - res.b_target)),
             ("map B fit range", f"{mb.d_max:.3g}–{mb.d_min:.3g} Å ({mb.n_shells} shells)"),
             ("box / step", f"{res.box} / {res.step} px"),
             ("local sharpening B range", f"{np.nanmin(bl):.1f} … {np.nanmax(bl):.1f} Å²"),
@@ -448,8 +450,8 @@ def local_step(
     )
     return {
         "map_b": float(mb.b),
-        "b_sharpen_applied": float(res.b_global),
-        "b_global": float(res.b_global),
+        "b_sharpen_applied": float(res.b_global - res.b_target),
+        "b_global": float(res.b_global - res.b_target),
         "b_local_min": float(np.nanmin(bl)),
         "b_local_max": float(np.nanmax(bl)),
         "boxes": int(bl.size),

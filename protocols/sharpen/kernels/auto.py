@@ -52,7 +52,8 @@ class AutoSharpenResult:
     row per trial: ``b_iso`` (target B of the trial map), ``b_sharpen`` (B applied),
     ``score``, ``sa_ratio``, ``n_regions``, ``kurtosis``. ``best`` is the index of the chosen row.
     ``region_weight_bounds`` are the bounds the fitted region weight was clamped to (NaN when
-    not clamped); ``aniso`` the overall B tensor removed before the scan (None if not).
+    not clamped); ``aniso`` the overall B tensor removed before the scan (None if not);
+    ``d_min_ratio`` the Fourier cut-off of every trial (x ``d_cut``, see :func:`auto_filter`).
     """
 
     map: np.ndarray
@@ -70,6 +71,7 @@ class AutoSharpenResult:
     map_b_fit_range: tuple[float, float] = (float("nan"), float("nan"))
     region_weight_bounds: tuple[float, float] = (float("nan"), float("nan"))
     aniso: AnisoB | None = None
+    d_min_ratio: float = 0.833
 
 
 def kurtosis(map) -> float:
@@ -205,6 +207,14 @@ def adjusted_surface_area(
 #: copies is 34-39 Å² above the map B of :func:`.mapb.map_b` at 3.2-3.5 Å; the same window in
 #: map B units is -140 ... 260
 B_MIN, B_MAX = -140.0, 260.0
+#: coarser than this fine end of the map-B fit (Å) a map has no Wilson regime (it begins near
+#: 10 Å, :mod:`.mapb`): its map B is the fall-off of the molecule's shape (the reference protein
+#: spectrum alone falls by B = 3100 Å² over 48-24 Å), not a blur, so a target b_iso means
+#: nothing there; the default scan is then ``b_sharpen`` from ``COARSE_B_SHARPEN[0]`` to
+#: ``[1]`` (Phenix's window when it cannot determine a map's B: it sets it to 200 and scans
+#: b_iso -100 ... 300), and the amplitude anisotropy (the molecule's shape) is not removed
+COARSE_D_MIN = 10.0
+COARSE_B_SHARPEN = (-100.0, 300.0)
 #: the contour of the adjusted surface area encloses this fraction of the molecular volume
 CONTOUR_FRACTION = 0.3
 #: a flat score: the trial nearest b_sharpen 0 scores within this many times the roughness of
@@ -212,6 +222,12 @@ CONTOUR_FRACTION = 0.3
 FLAT_TOLERANCE = 3.5
 #: ... or when the whole score curve spreads over less than this fraction of its median |score|
 FLAT_SPREAD = 0.01
+#: with a resolution, every trial keeps Fourier coefficients to ``D_MIN_RATIO x resolution``
+#: only, as Phenix does (its map coefficients stop at ``d_min_ratio`` = 0.833 x resolution).
+#: ``b_blur_hires`` (200 Å²) damps the noise beyond the resolution of a 3 Å map by ~e^-5 at
+#: 2.5 Å, but at 24 Å by less than 10% to Nyquist; without the cut-off a coarse map's noise
+#: beyond its resolution is sharpened with the rest
+D_MIN_RATIO = 0.833
 
 
 def _fit_region_weight(
@@ -231,7 +247,9 @@ def _fit_region_weight(
     d_sa, d_nr = sa[0] - sa[-1], nr[0] - nr[-1]
     w = float(d_sa / d_nr) if d_sa > 0 and d_nr > 0 else float(default)
     m = int(np.argmin(np.abs(b_iso - (b_iso[0] + 0.375 * (b_iso[-1] - b_iso[0])))))
-    if m in (0, b_iso.size - 1):
+    if m in (0, b_iso.size - 1) or not (nr[0] > nr[m] > nr[-1]):
+        # no bounds unless the region count falls on both sides of m (otherwise a bound
+        # divides by a zero change, e.g. a coarse map that is one region at every B)
         return w, (float("nan"), float("nan"))
     lo = max((sa[0] - sa[m]) / max(nr[0] - nr[m], 1e-12), 1e-10)
     hi = max((sa[m] - sa[-1]) / max(nr[m] - nr[-1], 1e-12), 1e-10)
@@ -246,8 +264,8 @@ def auto_sharpen(
     map,
     *,
     pixel_size: float,
-    b_min: float = B_MIN,
-    b_max: float = B_MAX,
+    b_min: float | None = None,
+    b_max: float | None = None,
     n_steps: int = 21,
     method: str = "adjusted_sa",
     solvent_fraction: float | None = None,
@@ -256,11 +274,17 @@ def auto_sharpen(
     k_sharpen: float = 10.0,
     region_weight: float | None = None,
     region_weight_default: float = 1.0,
-    remove_anisotropy: bool = True,
+    remove_anisotropy: bool | None = None,
     contour_fraction: float = CONTOUR_FRACTION,
     flat_tolerance: float = FLAT_TOLERANCE,
+    d_min_ratio: float = D_MIN_RATIO,
 ) -> AutoSharpenResult:
     """Scan the target b_iso from ``b_min`` to ``b_max`` (Å²) and keep the best map.
+
+    The default window (``b_min``/``b_max`` None) is ``B_MIN`` ... ``B_MAX``; on a coarse map
+    (the map-B fit's fine end coarser than ``COARSE_D_MIN``, 10 Å) it is ``b_sharpen`` =
+    ``COARSE_B_SHARPEN`` (-100 ... 300 Å²) about the map's own B, and ``remove_anisotropy``
+    (None: automatic) is off there; a note says so.
 
     1. The map's own B (``b_iso_original``) is the map B of :func:`.mapb.map_b` (fit range from
        ``resolution``, the pixel size and the box). With ``remove_anisotropy`` (3D maps) the
@@ -268,8 +292,10 @@ def auto_sharpen(
        part removed from the map before the scan, as Phenix does (``remove_aniso``).
     2. Trial ``b`` is the map sharpened by ``b_sharpen = b_iso_original - b`` with the
        ``b_iso_to_d_cut`` filter (:func:`.bfactor.b_iso_to_d_cut_filter`: B mixed inside the
-       exponent, ``d_cut = resolution``, ``b_blur_hires``, ``k_sharpen``); without
-       ``resolution`` plain ``exp(b_sharpen s^2/4)`` to Nyquist. One forward FFT for all.
+       exponent, ``d_cut = resolution``, ``b_blur_hires``, ``k_sharpen``) and no Fourier
+       coefficients finer than ``d_min_ratio x resolution`` (where Phenix's map coefficients
+       end); without ``resolution`` plain ``exp(b_sharpen s^2/4)`` to Nyquist. One forward
+       FFT for all.
     3. ``method="adjusted_sa"``: per trial ``sa_ratio`` and ``n_regions`` as in
        :func:`adjusted_surface_area` (contour at ``contour_fraction`` of the molecular volume;
        solvent fraction estimated once from the input); ``region_weight`` (unless given) by
@@ -290,13 +316,30 @@ def auto_sharpen(
     px = check_pixel_size(pixel_size)
     if method not in ("adjusted_sa", "kurtosis"):
         raise ValueError(f"method: {method!r} is not 'adjusted_sa' or 'kurtosis'")
-    if int(n_steps) < 2 or not b_max > b_min:
+    if int(n_steps) < 2 or (b_min is not None and b_max is not None and not b_max > b_min):
         raise ValueError(f"n_steps: need >= 2 steps and b_max > b_min, got {n_steps}")
     if not 0.0 < contour_fraction <= 1.0:
         raise ValueError(f"contour_fraction: must be in (0, 1], got {contour_fraction}")
+    if not 0.0 < d_min_ratio <= 1.0:
+        raise ValueError(f"d_min_ratio: must be in (0, 1], got {d_min_ratio}")
     d_cut = None if resolution is None else check_resolution(resolution, px, "resolution")
     fit = map_b(a, pixel_size=px, resolution=d_cut)
     b0 = fit.b
+    coarse = fit.d_min > COARSE_D_MIN
+    window = (b0 - COARSE_B_SHARPEN[1], b0 - COARSE_B_SHARPEN[0]) if coarse else (B_MIN, B_MAX)
+    b_min = window[0] if b_min is None else float(b_min)
+    b_max = window[1] if b_max is None else float(b_max)
+    if not b_max > b_min:
+        raise ValueError(f"b_max: must exceed b_min ({b_min}), got {b_max}")
+    if remove_anisotropy is None:
+        remove_anisotropy = not coarse
+    coarse_note = (
+        f"coarse map (map B fitted to {fit.d_min:.3g} Å, no Wilson regime): scanned "
+        f"b_sharpen {b0 - b_max:+.0f} … {b0 - b_min:+.0f} Å² about the map's B"
+        + ("" if remove_anisotropy else ", anisotropy (the molecule's shape) kept")
+        if coarse
+        else ""
+    )
     sf = estimate_solvent_fraction(a) if solvent_fraction is None else float(solvent_fraction)
     if not 0.0 <= sf < 1.0:
         raise ValueError(f"solvent_fraction: must be in [0, 1), got {solvent_fraction}")
@@ -307,7 +350,7 @@ def auto_sharpen(
         if remove_anisotropy and a.ndim == 3
         else None
     )
-    trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen, aniso)
+    trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen, aniso, d_min_ratio)
     bs = np.linspace(b_min, b_max, int(n_steps))
     cols = _scan(trial, b0 - bs, n_mol, contour_fraction, with_regions=method == "adjusted_sa")
     bounds = (float("nan"), float("nan"))
@@ -321,11 +364,11 @@ def auto_sharpen(
         rw, score = float("nan"), cols["kurtosis"].copy()
     best, flat_note = _pick_best(score, b0 - bs, flat_tolerance)
     scan = {"b_iso": bs, "b_sharpen": b0 - bs, "score": score, **cols}
-    notes = list(fit.warnings) + ([flat_note] if flat_note else [])
+    notes = list(fit.warnings) + [n for n in (coarse_note, flat_note) if n]
     b_best = float(b0) if flat_note else float(bs[best])
     if flat_note and aniso is not None:  # the smallest change: the anisotropy is kept as well
         aniso = None
-        trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen, None)
+        trial = _trial_maker(a, px, d_cut, b_blur_hires, k_sharpen, None, d_min_ratio)
     result = AutoSharpenResult(
         trial(b0 - b_best),
         method,
@@ -341,6 +384,7 @@ def auto_sharpen(
         notes,
     )
     result.map_b_fit_range, result.region_weight_bounds, result.aniso = fit.fit_range, bounds, aniso
+    result.d_min_ratio = float(d_min_ratio)
     return result
 
 
@@ -403,13 +447,14 @@ def _scan(trial, b_sharpen: np.ndarray, n_mol: float, contour: float, *, with_re
 
 def auto_filter(
     shape, *, pixel_size: float, b_sharpen: float, d_cut=None, b_blur_hires: float = 200.0,
-    k_sharpen: float = 10.0, aniso=None,
+    k_sharpen: float = 10.0, aniso=None, d_min_ratio: float = D_MIN_RATIO,
 ) -> np.ndarray:  # fmt: skip
     """The Fourier filter of one trial (float32, rfft half-grid of a real box ``shape``).
 
     ``b_iso_to_d_cut_filter(s, b_sharpen, d_cut, b_blur_hires, k_sharpen)`` (the B mixed
-    inside the exponent), or ``exp(b_sharpen s^2/4)`` when ``d_cut`` is None, times
-    ``aniso_filter(aniso.aniso)`` when an :class:`.aniso.AnisoB` is given. The exponent of the
+    inside the exponent) and 0 beyond ``s = 1/(d_min_ratio d_cut)``, or ``exp(b_sharpen
+    s^2/4)`` when ``d_cut`` is None, times ``aniso_filter(aniso.aniso)`` when an
+    :class:`.aniso.AnisoB` is given. The exponent of the
     plain ramp is clipped to +-60 (a float32 exp of a large B s^2 on a coarse map overflows).
     """
     s = spatial_frequency_rfft(shape, pixel_size=pixel_size)
@@ -419,6 +464,7 @@ def auto_filter(
         grid = b_iso_to_d_cut_filter(
             s, b_sharpen=b_sharpen, d_cut=d_cut, b_blur_hires=b_blur_hires, k_sharpen=k_sharpen
         )
+        grid = np.where(s * np.float32(d_min_ratio * d_cut) <= 1.0, grid, np.float32(0.0))
     if aniso is not None:
         grid = grid * aniso_filter(shape, aniso.aniso, pixel_size=pixel_size)
     return grid.astype(np.float32, copy=False)
@@ -429,6 +475,7 @@ def apply_auto_sharpening(map, result: AutoSharpenResult, *, pixel_size: float, 
     same box (e.g. a half map): the same anisotropy removal and filter. ``options`` are the
     ``b_blur_hires`` and ``k_sharpen`` given to :func:`auto_sharpen` (defaults otherwise)."""
     a = check_map(map)
+    options.setdefault("d_min_ratio", result.d_min_ratio)
     grid = auto_filter(
         a.shape, pixel_size=check_pixel_size(pixel_size), b_sharpen=result.b_sharpen,
         d_cut=result.d_cut, aniso=result.aniso, **options,
@@ -436,12 +483,16 @@ def apply_auto_sharpening(map, result: AutoSharpenResult, *, pixel_size: float, 
     return irfftn(rfftn(a) * grid, shape=a.shape)
 
 
-def _trial_maker(a: np.ndarray, px: float, d_cut, b_blur_hires: float, k_sharpen: float, aniso):
+def _trial_maker(
+    a: np.ndarray, px: float, d_cut, b_blur_hires: float, k_sharpen: float, aniso, d_min_ratio
+):
     """Return ``trial(b_sharpen) -> map`` (:func:`auto_filter`) from one forward FFT."""
     F = rfftn(a)
     if aniso is not None:
         F = F * aniso_filter(a.shape, aniso.aniso, pixel_size=px)
-    opts = dict(d_cut=d_cut, b_blur_hires=b_blur_hires, k_sharpen=k_sharpen)
+    opts = dict(
+        d_cut=d_cut, b_blur_hires=b_blur_hires, k_sharpen=k_sharpen, d_min_ratio=d_min_ratio
+    )
     return lambda b: irfftn(
         F * auto_filter(a.shape, pixel_size=px, b_sharpen=b, **opts), shape=a.shape
     )

@@ -63,14 +63,20 @@ def box_starts(n: int, box: int, step: int) -> np.ndarray:
     return np.arange(step - box, n, step, dtype=np.int64)
 
 
-def default_box(resolution: float, pixel_size: float) -> int:
-    """The automatic box: about 12 x resolution (voxels, even), clipped to 24..64."""
-    return int(np.clip(2 * round(6.0 * resolution / pixel_size), 24, 64))
+def default_box(resolution: float, pixel_size: float, shape=None) -> int:
+    """The automatic box: about 12 x resolution (voxels, even), clipped to 24..64, and to the
+    largest even size that fits in a map of ``shape`` (a small map, e.g. a 20^3
+    subtomogram average at 11.4 A/px, gets a box as large as the map: at least two boxes per
+    axis still overlap, but the local B then varies over half the map only)."""
+    box = int(np.clip(2 * round(6.0 * resolution / pixel_size), 24, 64))
+    if shape is not None:
+        box = min(box, 2 * (int(min(shape)) // 2))
+    return box
 
 
 def _check_box(shape, box, step, resolution, px):
     if box is None:
-        box = default_box(resolution, px)
+        box = default_box(resolution, px, shape)
     box, step = int(box), int(box // 2 if step is None else step)
     if box < 8 or box % 2:
         raise ValueError(f"box: must be an even number of voxels >= 8, got {box}")
@@ -276,6 +282,8 @@ class LocalSharpenResult:
     lowpass_width : float, relative width of the raised-cosine low-pass (fraction of 1/d)
     half1, half2 : float32 (z, y, x) or None, the half maps with the same per-box filters
         (when half maps were given)
+    b_target : float, Angstrom^2, the B the boxes were sharpened to (applied global
+        sharpening B = ``b_global - b_target``)
     """
 
     map: np.ndarray
@@ -292,6 +300,7 @@ class LocalSharpenResult:
     half1: np.ndarray | None = None
     half2: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    b_target: float = 0.0
 
 
 def _apply_boxes(boxes: _Boxes, spec: _Spectra, a, curves) -> np.ndarray:
@@ -358,9 +367,13 @@ def _check_map_res(map, pixel_size, resolution, d_max):
         raise ValueError(f"map: must be 3D (z, y, x), got shape {a.shape}")
     px = check_pixel_size(pixel_size)
     d = check_resolution(resolution, px, "resolution")
+    if d_max is None:
+        from .mapb import map_b_fit_range
+
+        d_max = map_b_fit_range(a.shape, pixel_size=px, resolution=d)[0]
     if not d_max > d:
         raise ValueError(f"d_max: must be coarser than the resolution ({d} A), got {d_max}")
-    return a, px, d
+    return a, px, d, float(d_max)
 
 
 def _b_iso_params(boxes, spec, a, d_max, d):
@@ -382,6 +395,20 @@ def _global_b_halfmap(h1, h2, px, d, d_max) -> float:
     if not d_max > d_fit:
         return estimate_b_iso(0.5 * (h1 + h2), pixel_size=px, d_min=d, d_max=d_max)
     return guinier_fit(s, amp * w, d_min=d_fit, d_max=d_max)[0]
+
+
+#: finer than this resolution (A) the default b_target is 0 (Wilson regime, see .mapb)
+COARSE_D = 10.0
+
+
+def _default_b_target(d_max: float, d: float) -> float:
+    """0, or on a coarse map the reference protein spectrum's Guinier B over d_max ... d."""
+    if d <= COARSE_D:
+        return 0.0
+    from .refspec import protein_ln_amplitude
+
+    s = np.linspace(1.0 / d_max, 1.0 / d, 16)
+    return float(-4.0 * np.polyfit(s * s, protein_ln_amplitude(s), 1)[0])
 
 
 def _check_halves(method, half1, half2, shape):
@@ -410,8 +437,8 @@ def sharpen_local(
     half1=None,
     half2=None,
     method: str = "b_iso",
-    d_max: float = 10.0,
-    b_target: float = 0.0,
+    d_max: float | None = None,
+    b_target: float | None = None,
     b_spread: float = 100.0,
     pad: int | None = None,
 ) -> LocalSharpenResult:
@@ -440,13 +467,19 @@ def sharpen_local(
     map : ndarray float32 (z, y, x)
     pixel_size : float, Angstrom
     resolution : float, Angstrom (global resolution; finer than ``d_max``)
-    box : int, even box size in voxels (default ``12 resolution / pixel_size``, 24..64)
+    box : int, even box size in voxels (default ``12 resolution / pixel_size``, 24..64, at most
+        the map's smallest side; a note says when the map limited it)
     step : int, voxels between boxes, dividing ``box`` into >= 2 parts (default ``box/2``)
     half1, half2 : ndarray float32, needed for ``method="halfmap"``; with ``"b_iso"`` they are
         only filtered like the map (same per-box filters) and returned
     method : "b_iso" or "halfmap"
-    d_max : float, Angstrom, low-resolution end of the B fits (10)
-    b_target : float, Angstrom^2, B the boxes are sharpened to (0)
+    d_max : float, Angstrom, low-resolution end of the B fits (default: the coarse end of
+        the family's map-B fit range, :func:`.mapb.map_b_fit_range`: the larger of 10 A and
+        2 x ``resolution``, at least 5 shells of the map)
+    b_target : float, Angstrom^2, B the boxes are sharpened to (default 0; on a coarse map,
+        ``resolution`` coarser than 10 A where there is no Wilson regime, the Guinier B of
+        the reference protein spectrum over ``d_max`` ... ``resolution``, about 6 d^2: the
+        fall-off of an unblurred protein, not 0, which would over-sharpen by thousands of A^2)
     b_spread : float, Angstrom^2, largest departure of a box's B from the map's B (100)
     pad : int, zero padding per side of each box (default ``max(4, box // 5)``)
 
@@ -454,8 +487,9 @@ def sharpen_local(
     -------
     LocalSharpenResult
     """
-    a, px, d = _check_map_res(map, pixel_size, resolution, d_max)
+    a, px, d, d_max = _check_map_res(map, pixel_size, resolution, d_max)
     h1, h2 = _check_halves(method, half1, half2, a.shape)
+    auto_box = box is None
     box, step = _check_box(a.shape, box, step, d, px)
     pad = max(4, box // 5) if pad is None else int(pad)
     boxes = _Boxes(a.shape, box, step, pad)
@@ -466,6 +500,8 @@ def sharpen_local(
     else:
         b_glob = _global_b_halfmap(h1, h2, px, d, d_max)
         weight, amp, d_loc, energy = _halfmap_params(boxes, spec, h1, h2, d_max, d)
+    if b_target is None:
+        b_target = _default_b_target(d_max, d)
     b_fit = _guinier_b(spec.s, amp, d_max, d_loc)
     b_loc = _local_b(b_fit, energy, boxes.grid_shape, b_glob, float(b_spread))
     curves = weight * np.exp((b_loc - b_target)[:, None] * spec.s[None, :] ** 2 / 4.0)
@@ -479,6 +515,12 @@ def sharpen_local(
     g = boxes.grid_shape
     res_grid = d_loc.reshape(g) if method == "halfmap" else None
     centres = tuple(st + box // 2 for st in boxes.starts)
+    notes = []
+    if auto_box and box < default_box(d, px):
+        notes.append(
+            f"automatic box {box} px limited by the map's size {a.shape} (would be "
+            f"{default_box(d, px)} px at {d:g} A): the local B varies over half the map at most"
+        )
     return LocalSharpenResult(
         out,
         method,
@@ -492,4 +534,6 @@ def sharpen_local(
         res_grid,
         half1=None if halves is None else halves[0],
         half2=None if halves is None else halves[1],
+        notes=notes,
+        b_target=float(b_target),
     )

@@ -21,7 +21,10 @@ say both: "map B (blur) = +X Å²; applied sharpening B = Y Å²".
   is no fit (ValueError); with 3-4 a warning is returned.
 
 **Plausible range** (:func:`plausible_map_b`): -50 … max(300, 16 d_min²) Å²; outside it a
-warning says the fit may reach beyond the map's signal.
+warning says the fit may reach beyond the map's signal. On 20-40 Å maps the map B is mostly
+the molecule's shape: over 2 d … d the reference protein spectrum (:mod:`.refspec`) alone
+has B ≈ 5.3-6.3 d² (Phenix's target_b_iso_ratio is 5.9), so 16 d² leaves about 10 d² of
+blur beyond a protein's own fall-off (amplitude at d down to ~8%) before a warning.
 """
 
 from __future__ import annotations

@@ -98,7 +98,10 @@ def test_auto_filter_mixes_b_inside_the_exponent():
     shape, px = (40, 40, 40), 1.05
     s = spatial_frequency_rfft(shape, pixel_size=px)
     got = auto_filter(shape, pixel_size=px, b_sharpen=100.0, d_cut=RES)
-    np.testing.assert_allclose(got, b_iso_to_d_cut_filter(s, b_sharpen=100.0, d_cut=RES), rtol=1e-6)
+    inside = s <= 1.0 / (0.833 * RES)  # Phenix's map coefficients end at 0.833 x resolution
+    want = np.where(inside, b_iso_to_d_cut_filter(s, b_sharpen=100.0, d_cut=RES), 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.all(got[~inside] == 0) and np.any(~inside)
     # at 3.0 Å the sharpened tail is gone: exp((100 - 200 (1 - w)) s^2/4), not w e^(+100 s^2/4)
     i = np.argmin(np.abs(s - 1 / 3.0))
     assert got.flat[i] < 0.15

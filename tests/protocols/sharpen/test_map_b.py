@@ -225,3 +225,18 @@ def test_auto_sharpen_keeps_the_map_when_every_trial_scores_alike():
     assert r.b_sharpen == 0.0 and r.b_iso == pytest.approx(r.b_iso_original)
     assert any("flat auto-sharpen score" in n for n in r.notes)
     np.testing.assert_allclose(r.map, a, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_plausible_high_end_leaves_room_for_a_proteins_own_fall_off_on_coarse_maps():
+    """At 20-40 Å an unblurred protein (the reference spectrum) has a map B of 5-6.5 d² over
+    the family's fit range 2d … d; the plausible high end 16 d² is above it by about 10 d²
+    (a further blur that leaves ~8% of the amplitude at d), and below it by no more."""
+    from emforge.protocols.sharpen.kernels.mapb import plausible_map_b
+    from emforge.protocols.sharpen.kernels.refspec import protein_ln_amplitude
+
+    for d in (20.0, 24.0, 30.0, 40.0):
+        s = np.linspace(1 / (2 * d), 1 / d, 12)
+        b_protein = -4.0 * np.polyfit(s**2, protein_ln_amplitude(s), 1)[0]
+        hi = plausible_map_b(d)[1]
+        assert 5.0 * d * d <= b_protein <= 6.5 * d * d
+        assert 9.0 * d * d <= hi - b_protein <= 11.0 * d * d
