@@ -187,15 +187,9 @@ def plugin_new(args: Any) -> int:
 def _progress_runner(proj: Project, run_id: int, args: Any, *, resume: bool = True) -> str:
     from ..engine import execute_run
 
+    how = dict(resume=resume, workers=args.workers, executor=args.executor, address=args.scheduler)
     if not sys.stderr.isatty():  # no bar to draw: rich is not even imported
-        return execute_run(
-            proj,
-            run_id,
-            resume=resume,
-            workers=args.workers,
-            executor=args.executor,
-            address=args.scheduler,
-        )
+        return execute_run(proj, run_id, **how)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -213,15 +207,7 @@ def _progress_runner(proj: Project, run_id: int, args: Any, *, resume: bool = Tr
         def on_progress(fraction: float, message: str, _status: dict[str, str]) -> None:
             bar.update(task, completed=fraction, description=message)
 
-        status = execute_run(
-            proj,
-            run_id,
-            resume=resume,
-            workers=args.workers,
-            executor=args.executor,
-            address=args.scheduler,
-            on_progress=on_progress,
-        )
+        status = execute_run(proj, run_id, on_progress=on_progress, **how)
     return status
 
 

@@ -80,6 +80,16 @@ def _options(param: str, opts, allowed) -> dict:
     return opts
 
 
+def _checked(align, ralign, cmp, align_options, ralign_options, shrink):
+    """Validated (align, ralign, cmp, align options, ralign options); one-line errors."""
+    if int(shrink) != shrink or shrink < 1:
+        raise ValueError(f"shrink: must be an integer >= 1, got {shrink}")
+    return (_choice("align", align, ALIGNERS), _choice("ralign", ralign, RALIGNERS, none_ok=True),
+            _choice("cmp", cmp, COMPARATORS),
+            _options("align_options", align_options, _ALIGN_OPTIONS),
+            _options("ralign_options", ralign_options, _RALIGN_OPTIONS))  # fmt: skip
+
+
 def inverse_alignment(angle, dx, dy, mirror):
     """Parameters of the inverse transform: if (angle, dx, dy, mirror) maps r to
     ``T r = R(a) M r + d``, the result maps u to ``T^-1 u`` in the same form, so
@@ -253,13 +263,8 @@ def similarity_matrix(particles, references, *, align: str = "rotate_translate_f
     -------
     Alignment2D with (N, M) arrays; ``.best()`` the best reference of each particle.
     """
-    align = _choice("align", align, ALIGNERS)
-    ralign = _choice("ralign", ralign, RALIGNERS, none_ok=True)
-    cmp = _choice("cmp", cmp, COMPARATORS)
-    aopts = _options("align_options", align_options, _ALIGN_OPTIONS)
-    ropts = _options("ralign_options", ralign_options, _RALIGN_OPTIONS)
-    if int(shrink) != shrink or shrink < 1:
-        raise ValueError(f"shrink: must be an integer >= 1, got {shrink}")
+    align, ralign, cmp, aopts, ropts = _checked(align, ralign, cmp, align_options,
+                                                ralign_options, shrink)  # fmt: skip
     if int(candidates) != candidates or candidates < 0:
         raise ValueError(f"candidates: must be an integer >= 0, got {candidates}")
     if int(chunk) < 1:
@@ -391,13 +396,8 @@ def _pairs_matrix(parts, refs, pairs, *, align="rotate_translate_flip", align_op
                   shrink=1, maxshift=None, candidates=0, workers=None, progress=None,
                   chunk=1024) -> Alignment2D:  # fmt: skip
     """Stage 2 of :func:`twostage_similarity`: the listed pairs, scattered into (N, M)."""
-    align = _choice("align", align, ALIGNERS)
-    ralign = _choice("ralign", ralign, RALIGNERS, none_ok=True)
-    cmp = _choice("cmp", cmp, COMPARATORS)
-    aopts = _options("align_options", align_options, _ALIGN_OPTIONS)
-    ropts = _options("ralign_options", ralign_options, _RALIGN_OPTIONS)
-    if int(shrink) != shrink or shrink < 1:
-        raise ValueError(f"shrink: must be an integer >= 1, got {shrink}")
+    align, ralign, cmp, aopts, ropts = _checked(align, ralign, cmp, align_options,
+                                                ralign_options, shrink)  # fmt: skip
     shrink = int(shrink)
     a, b, m, ms, opts = _prepare(parts, refs, shrink, mask, maxshift, cmp, cmp_options)
     ang, dx, dy, mir, score = _similarity(
