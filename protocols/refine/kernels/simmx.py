@@ -125,6 +125,10 @@ def _prepare(particles, references, shrink, mask, maxshift, cmp, cmp_options):
         opts["pixel_size"] = float(opts["pixel_size"]) * shrink
     elif cmp in ("frc", "phase"):
         raise ValueError(f"cmp_options: {cmp} needs pixel_size (Angstrom)")
+    if opts.get("snr") is not None and shrink > 1:
+        # a Fourier crop keeps the low rings: ring r of the shrunk box is the frequency of
+        # ring r of the full box, so the per-ring SNR curves are truncated, not resampled
+        opts["snr"] = np.asarray(opts["snr"])[..., : a.shape[-1] // 2]
     return a, b, m, ms, opts
 
 

@@ -152,3 +152,27 @@ def test_twostage_agrees_with_the_full_matrix_on_noisy_projections():
     # where computed, stage 2 is the full matrix's entry; elsewhere row max + 1e-4
     c = classify(two, sep=1)
     np.testing.assert_allclose(c.score[:, 0], two.score.min(1))
+
+
+def test_shrunk_and_twostage_matrices_take_full_box_ring_snr():
+    """An SNR curve per ring of the full box works with shrink and twostage (its low rings are
+    the shrunk box's rings), and a shrunk noisy copy still finds its own reference."""
+    from emforge.protocols.refine import kernels as K
+
+    rng = np.random.default_rng(3)
+    from scipy.ndimage import gaussian_filter
+
+    yy, xx = np.mgrid[:32, :32] - 16
+    disc = (xx**2 + yy**2 < 12**2).astype(np.float32)  # smooth random blobs, distinct shapes
+    refs = np.stack([gaussian_filter(rng.normal(size=(32, 32)), 2.0) * disc for _ in range(12)])
+    refs = (refs / refs.std(axis=(1, 2), keepdims=True)).astype(np.float32)
+    truth = rng.integers(0, len(refs), 20)
+    parts = (refs[truth] + 0.05 * rng.normal(size=(20, 32, 32))).astype(np.float32)
+    opts = dict(pixel_size=2.0, snr=np.ones((20, 16)), maxres=8.0)
+    sim = K.similarity_matrix(parts, refs, shrink=2, cmp="frc", cmp_options=opts,
+                              align="rotate_translate", candidates=4)  # fmt: skip
+    assert sim.score.shape == (20, 12)
+    assert np.mean(np.argmin(sim.score, axis=1) == truth) >= 0.9
+    sim2, _ = K.twostage_similarity(parts, refs, shrink1=2, cmp="frc", cmp_options=opts,
+                                    align="rotate_translate", candidates=4)  # fmt: skip
+    assert sim2.score.shape == (20, 12)
