@@ -325,7 +325,8 @@ for _cid, _argv, _say in [
     ("param:empty-name", lambda e: ["run", "masks.create", "-p", "=16"], ("--param",)),
     ("param:model-missing", lambda e: ["run", "sharpen.model", "-i", V, "-p", f"model={e.f('nope.pdb')}", "-p", "resolution=5"], ("model", "no such file")),
     ("param:model-not-pdb", lambda e: ["run", "sharpen.model", "-i", V, "-p", f"model={e.f('text.mrc')}", "-p", "resolution=5"], ("model", "text.mrc")),
-    ("param:local-auto-box", lambda e: ["run", "sharpen.local", "-i", "volume=7.volume", "-p", "resolution=8"], ("box", "automatic")),
+    # the automatic box adapts to a small map (with a warning); a box the user gives does not
+    ("param:local-box-over-map", lambda e: ["run", "sharpen.local", "-i", "volume=7.volume", "-p", "resolution=8", "-p", "box=64"], ("box", "larger than the map")),
     ("param:local-box", lambda e: ["run", "analysis.local_resolution", "-i", V, "-p", "box=200"], ("box",)),
     ("param:threshold-nan", lambda e: ["run", "automask.auto3d", "-i", V, "-p", "threshold=NaN"], ("threshold", "finite")),
     # -- inputs
