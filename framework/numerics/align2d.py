@@ -59,6 +59,15 @@ class Alignment2D:
     score: np.ndarray
     reference: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, angle, dx, dy, mirror, score, *, scale: float = 1.0) -> Alignment2D:
+        """Alignment from raw arrays: angle mod 360, shifts times ``scale`` (e.g. a shrink
+        factor back to input pixels), float32 values and bool mirrors."""
+        return cls((np.asarray(angle) % 360.0).astype(np.float32),
+                   (np.asarray(dx) * scale).astype(np.float32),
+                   (np.asarray(dy) * scale).astype(np.float32), np.asarray(mirror, bool),
+                   np.asarray(score).astype(np.float32))  # fmt: skip
+
     def best(self) -> Alignment2D:
         """The lowest-score reference of every particle, as (N,) arrays."""
         if self.score.ndim != 2:
@@ -67,6 +76,16 @@ class Alignment2D:
         n = np.arange(j.size)
         pick = [getattr(self, f)[n, j] for f in ("angle", "dx", "dy", "mirror", "score")]
         return Alignment2D(*pick, reference=j)
+
+
+def map_chunks(fn, items, workers: int) -> list:
+    """``[fn(i) for i in items]``, on ``workers`` threads when more than one (kernels release
+    the GIL), in the order of ``items``."""
+    items = list(items)
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+    return [fn(i) for i in items]
 
 
 def _stack(a, name: str) -> np.ndarray:
@@ -413,14 +432,8 @@ def rotate_translate_flip(images, references, *, maxshift: float | None = None, 
         return _particle_chunk(a[i : i + nstep], refs, int(nang), ms, mstep, 1,
                                bool(flip))  # fmt: skip
 
-    if nw > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(nw) as pool:
-            chunks = list(pool.map(run, starts))
-    else:
-        chunks = [run(i) for i in starts]
-    ang, dx, dy, mir, score = (np.concatenate(v) for v in zip(*chunks, strict=True))
-    return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
-                       (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
+    chunks = map_chunks(run, starts, nw)
+    return Alignment2D.of(*(np.concatenate(v) for v in zip(*chunks, strict=True)), scale=shrink)
 
 
 def _aligned_pairs(a, refs, pairs, nang, ms, chunk_pairs, nw, flip, shrink) -> Alignment2D:
@@ -444,15 +457,8 @@ def _aligned_pairs(a, refs, pairs, nang, ms, chunk_pairs, nw, flip, shrink) -> A
         mir[i, sel] = res[3][0]
         score[i, sel] = res[4][0]
 
-    if nw > 1 and nimg > 1:
-        with ThreadPoolExecutor(nw) as pool:
-            list(pool.map(run, range(nimg)))
-    else:
-        for i in range(nimg):
-            run(i)
-    ang, dx, dy = out
-    return Alignment2D((ang % 360.0).astype(np.float32), (dx * shrink).astype(np.float32),
-                       (dy * shrink).astype(np.float32), mir, score.astype(np.float32))  # fmt: skip
+    map_chunks(run, range(nimg), nw)
+    return Alignment2D.of(*out, mir, score, scale=shrink)
 
 
 def transform_images_2d(images, angle, dx, dy, mirror) -> np.ndarray:

@@ -106,5 +106,4 @@ def refine_2d(images, references, angle, dx, dy, mirror, *, maxshift: float | No
     p[out] = p0[out]
     if out.any():
         best[out] = trials(np.flatnonzero(out), p0[out][:, None, :])[:, 0]
-    return Alignment2D((p[:, 2] % 360.0).astype(np.float32), p[:, 0].astype(np.float32),
-                       p[:, 1].astype(np.float32), mir.copy(), (-best).astype(np.float32))  # fmt: skip
+    return Alignment2D.of(p[:, 2], p[:, 0], p[:, 1], mir.copy(), -best)

@@ -15,13 +15,12 @@ with :func:`emforge.numerics.compare.cost` semantics (EMAN2 sign, smaller is bet
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 
 from emforge.numerics import fft as _fft
-from emforge.numerics.align2d import Alignment2D, _footprints, _mirror
+from emforge.numerics.align2d import Alignment2D, _footprints, _mirror, map_chunks
 from emforge.numerics.compare import cost as _cost
 from emforge.numerics.compare import frc_band_weights
 
@@ -219,14 +218,8 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
             ai, ii = a[s : s + _CHUNK], idx[s : s + _CHUNK]
             return _choose(_chunk(ai, ii, tables, int(nang), ms, flip), ai, b, ii, *acmp)
 
-        if nw > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(nw) as pool:
-                parts = list(pool.map(run, starts))
-        else:
-            parts = [run(s) for s in starts]
-        ang, dx, dy, mir, sc = (np.concatenate(v) for v in zip(*parts, strict=True))
-        ali = Alignment2D((ang % 360.0).astype(np.float32), dx.astype(np.float32),
-                          dy.astype(np.float32), mir, sc.astype(np.float32))  # fmt: skip
+        parts = map_chunks(run, starts, nw)
+        ali = Alignment2D.of(*(np.concatenate(v) for v in zip(*parts, strict=True)))
     if ralign == "refine" and k:
         tables = _ref_tables(b, int(nang))
         out = []
@@ -235,9 +228,7 @@ def align_pairs(images, references, ref_index, *, align="rotate_translate_flip",
             cands = _refine_chunk(ai, ii, tables, ali.angle[i : i + _CHUNK].astype(np.float64),
                                   ali.mirror[i : i + _CHUNK], ms, 180.0 / int(nang))  # fmt: skip
             out.append(_choose(cands, ai, b, ii, *rcmp))
-        ang, dx, dy, mir, sc = (np.concatenate(v) for v in zip(*out, strict=True))
-        ali = Alignment2D((ang % 360.0).astype(np.float32), dx.astype(np.float32),
-                          dy.astype(np.float32), mir.astype(bool), sc.astype(np.float32))  # fmt: skip
+        ali = Alignment2D.of(*(np.concatenate(v) for v in zip(*out, strict=True)))
     return ali
 
 

@@ -285,10 +285,7 @@ def similarity_matrix(particles, references, *, align: str = "rotate_translate_f
 def _result(ang, dx, dy, mir, score, shrink) -> Alignment2D:
     """Shifts back to input pixels (the aligner got shrunk stacks), float32 arrays."""
     score = np.where(np.isnan(score), _BAD, score)
-    return Alignment2D((np.asarray(ang) % 360.0).astype(np.float32),
-                       (np.asarray(dx) * shrink).astype(np.float32),
-                       (np.asarray(dy) * shrink).astype(np.float32), np.asarray(mir, bool),
-                       np.asarray(score).astype(np.float32))  # fmt: skip
+    return Alignment2D.of(ang, dx, dy, mir, score, scale=shrink)
 
 
 def _centers(dist: np.ndarray, n1: int) -> np.ndarray:
