@@ -255,7 +255,8 @@ class ClassAverageParams(ProtocolParams):
                                        section="Class averaging", level=Level.ADVANCED)  # fmt: skip
     classaverager: Literal["mean", "ctf.weight", "ctf.auto"] = param(
         "mean",
-        "Averager: mean; ctf.weight (ΣF·CTF²/ΣCTF²); ctf.auto (SNR-weighted, Wiener-like); "
+        "Averager: mean; ctf.weight (Σ|CTF|·F/ΣCTF² of the phase-flipped images); ctf.auto "
+        "(SNR-weighted, Wiener-like); "
         "the ctf ones need CTF columns",
         section="Class averaging",
     )
