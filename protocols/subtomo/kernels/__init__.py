@@ -1,0 +1,2 @@
+"""Pure kernels of the subtomogram-averaging family: ndarrays in, ndarrays out, no database and
+no files."""
