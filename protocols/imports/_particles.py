@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -187,60 +186,39 @@ def _read_text_coords(path: str) -> dict[str, np.ndarray]:
     return {"x": data[:, 0], "y": data[:, 1], "z": data[:, 2]}
 
 
-def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
-    """EMAN2 ``info/<tomogram>_info.json``: ``boxes_3d`` [x, y, z, source, score, class] + ``class_list``."""
-    try:
-        info = json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a text file") from None
-    except json.JSONDecodeError as exc:
-        raise InputFileError(
-            path, f"not valid JSON (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    boxes = info.get("boxes_3d")
-    if not isinstance(boxes, list):
-        raise InputFileError(path, "has no 'boxes_3d' list (not an EMAN2 tomogram info file)")
-    classes = {int(k): v.get("name", str(k)) for k, v in (info.get("class_list") or {}).items()}
-    x, y, z, tags, scores = [], [], [], [], []
-    for box in boxes:
-        x.append(float(box[0]))
-        y.append(float(box[1]))
-        z.append(float(box[2]))
-        scores.append(
-            float(box[4]) if len(box) > 4 and isinstance(box[4], int | float) else float("nan")
-        )
-        cls = int(box[5]) if len(box) > 5 else 0
-        tags.append(classes.get(cls, str(cls)))
-    return {
-        "x": np.array(x),
-        "y": np.array(y),
-        "z": np.array(z),
-        "tag": np.array(tags, dtype=object),
-        "score": np.array(scores),
-    }
+def _read_eman2_info(path: str, pixel_size: float | None) -> tuple[dict[str, np.ndarray], dict]:
+    """EMAN2 ``info/<tomogram>_info.json`` through :mod:`emforge.io.eman2_info` (one reader)."""
+    from emforge.io.eman2_info import info_to_columns, read_info
+
+    name = Path(path).name.removesuffix(".json").removesuffix("_info")
+    return info_to_columns(read_info(path), path, tomogram=name, pixel_size=pixel_size)
 
 
-def _read_coords(path: str, fmt: str, pixel_size: float | None) -> dict[str, np.ndarray]:
+def _read_coords(
+    path: str, fmt: str, pixel_size: float | None
+) -> tuple[dict[str, np.ndarray], dict]:
     from emforge.io import read_coordinates3d_star
 
     if fmt == "star":
-        return read_coordinates3d_star(path, pixel_size=pixel_size)
+        return read_coordinates3d_star(path, pixel_size=pixel_size), {}
     if fmt == "eman2":
-        return _read_eman2_info(path)
-    return _read_text_coords(path)
+        return _read_eman2_info(path, pixel_size)
+    return _read_text_coords(path), {}
 
 
 def import_coords_step(
     ctx: StepContext, *, path: str, tomogram: str, pixel_size: float | None, fmt: str
 ) -> dict:
-    cols = _read_coords(path, fmt, pixel_size)
+    cols, attrs = _read_coords(path, fmt, pixel_size)
     n = len(cols["x"])
     if tomogram or "tomogram" not in cols:
         name = tomogram or (Path(path).stem.removesuffix("_info"))
         cols["tomogram"] = np.full(n, name, dtype=object)
-    if pixel_size is not None or "pixel_size" not in cols:
+    if attrs.get("frame") != "centred" and (pixel_size is not None or "pixel_size" not in cols):
         cols["pixel_size"] = np.full(n, np.nan if pixel_size is None else pixel_size)
-    ctx.output_set("coordinates", "SetOfCoordinates3D", cols, attrs={"source": path})
+    if "method" not in cols:
+        cols["method"] = np.full(n, fmt, dtype=object)
+    ctx.output_set("coordinates", "SetOfCoordinates3D", cols, attrs={"source": path, **attrs})
     tomos = sorted(set(cols["tomogram"].tolist()))
     return {"count": n, "tomograms": tomos}
 
