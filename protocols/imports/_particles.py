@@ -17,9 +17,10 @@ from ._protocols import (
     _check_path,
     _ImportMany,
     _paths,
+    import_many_step,
 )
 
-__all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
+__all__ = ["ImportParticles", "ImportTomograms", "ImportTiltSeries", "ImportCoordinates3D"]
 
 
 def _particle_columns(
@@ -170,8 +171,94 @@ class ImportTomograms(_ImportMany):
             section="Input",
             gt=0,
         )
+        binning: float = param(
+            1.0,
+            "Tomogram voxel size / tilt-series pixel size (4 for a bin-4 tomogram)",
+            section="Tilt series",
+            gt=0,
+        )
+        tilt_series: str = param(
+            "",
+            "Tilt-series name of every tomogram; 'stem': each file's name before any '__' "
+            "or '.' (EMAN2's base name); empty: not linked",
+            section="Tilt series",
+        )
 
     outputs = {"tomograms": Output("SetOfTomograms", "the imported tomograms")}
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        paths = _paths(p.path)
+        if p.tilt_series == "stem":
+            names = [Path(f).name.split(".")[0].split("__")[0] for f in paths]
+        else:
+            names = [p.tilt_series] * len(paths)
+        extra = {
+            "binning": [float(p.binning)] * len(paths),
+            "tilt_series": np.array(names, dtype=object),
+        }
+        args = dict(paths=paths, pixel_size=p.pixel_size, kind=self.item_kind, extra=extra)
+        return [Step("import", import_many_step, outputs=[self.output], args=args)]
+
+
+def import_tiltseries_step(ctx: StepContext, *, path: str, fmt: str, name: str) -> dict:
+    from emforge.io.tiltseries import read_tiltseries
+
+    cols = read_tiltseries(path, fmt)
+    if name:
+        cols["tilt_series"] = np.full(len(cols["tilt_index"]), name, dtype=object)
+    for col in ("shift_x", "shift_y"):  # Warp offsets are Å already; others have none
+        cols.setdefault(col, np.zeros(len(cols["tilt_index"])))
+    ctx.output_set("tiltseries", "SetOfTiltSeries", cols, attrs={"source": path, "format": fmt})
+    series = sorted(set(cols["tilt_series"].tolist()))
+    return {"tilts": len(cols["tilt_index"]), "series": series}
+
+
+class ImportTiltSeries(Protocol):
+    id = "import.tiltseries"
+    version = "1"
+    label = "Import tilt-series geometry"
+    help = (
+        "Import per-tilt angles, dose and CTF from IMOD .tlt, Warp .xml, SerialEM .mdoc or a "
+        "RELION 5 tomograms.star as a SetOfTiltSeries (one row per tilt image)."
+    )
+
+    class Params(ProtocolParams):
+        path: SourcePath = param(
+            "", "Tilt-series metadata file (.tlt, .xml, .mdoc, .star)", section="Input"
+        )
+        format: Literal["auto", "tlt", "xml", "mdoc", "star"] = param(
+            "auto", "File format; auto guesses from the extension", section="Input"
+        )
+        name: str = param(
+            "", "Tilt-series name (default: from the file, or the file name)", section="Input"
+        )
+
+    outputs = {"tiltseries": Output("SetOfTiltSeries", "the tilts, grouped by tilt_series")}
+
+    def external_files(self) -> list[str]:
+        return _paths(self.params.path)[:1]
+
+    def validate(self) -> list[str]:
+        from emforge.io.tiltseries import read_tiltseries
+
+        problems: list[str] = []
+        found = _check_path("path", self.params.path, problems)
+        if found:
+            try:
+                read_tiltseries(found[0], self.params.format)
+            except EmforgeError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        args = dict(path=_paths(p.path)[0], fmt=p.format, name=p.name)
+        return [Step("import", import_tiltseries_step, outputs=["tiltseries"], args=args)]
+
+    def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        r = results.get("import", {})
+        return f"{r.get('tilts')} tilts in {len(r.get('series', []))} tilt series"
 
 
 def _read_text_coords(path: str) -> dict[str, np.ndarray]:
