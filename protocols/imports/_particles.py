@@ -281,13 +281,46 @@ def _read_eman2_info(path: str, pixel_size: float | None) -> tuple[dict[str, np.
     return info_to_columns(read_info(path), path, tomogram=name, pixel_size=pixel_size)
 
 
+def _read_centred_star(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    """RELION 5 particles with only ``rlnCenteredCoordinate{X,Y,Z}Angst`` (Å from the tomogram
+    centre): the ``centred`` frame with ``pixel_size`` 1 Å (see docs/conventions.md)."""
+    from emforge.io.star import read_star_blocks
+
+    blocks = read_star_blocks(path)
+    labels = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
+    table = next((t for t in blocks.values() if all(lb in t for lb in labels)), None)
+    if table is None:
+        raise InputFileError(
+            path, "has neither rlnCoordinateX/Y/Z nor rlnCenteredCoordinateX/Y/ZAngst"
+        )
+    n = len(table)
+    cols = {k: table[lb].to_numpy(float) for k, lb in zip("xyz", labels, strict=True)}
+    cols["pixel_size"] = np.ones(n)
+    if "rlnTomoName" in table:
+        cols["tomogram"] = table["rlnTomoName"].astype(str).to_numpy(object)
+    angles = [f"rlnAngle{a}" for a in ("Rot", "Tilt", "Psi")]
+    if all(a in table for a in angles):
+        for k, a in zip(("rot", "tilt", "psi"), angles, strict=True):
+            cols[k] = table[a].to_numpy(float)
+        cols["has_orientation"] = np.ones(n, dtype=np.int64)
+    return cols, {"frame": "centred"}
+
+
 def _read_coords(
     path: str, fmt: str, pixel_size: float | None
 ) -> tuple[dict[str, np.ndarray], dict]:
     from emforge.io import read_coordinates3d_star
 
     if fmt == "star":
-        return read_coordinates3d_star(path, pixel_size=pixel_size), {}
+        try:
+            cols = read_coordinates3d_star(path, pixel_size=pixel_size)
+        except InputFileError as exc:
+            if "rlnCoordinateX" not in str(exc):
+                raise
+            return _read_centred_star(path)
+        if "rot" in cols:
+            cols["has_orientation"] = np.ones(len(cols["x"]), dtype=np.int64)
+        return cols, {}
     if fmt == "eman2":
         return _read_eman2_info(path, pixel_size)
     return _read_text_coords(path), {}

@@ -115,3 +115,20 @@ def test_serialem_mdoc(tmp_path) -> None:
     assert c["dose"].tolist() == [0.0, 3.0, 6.0]  # accumulated before each tilt
     assert c["defocus_u"].tolist() == pytest.approx([35000.0, 36000.0, 34000.0])
     assert c["tilt_axis"][0] == 85.2 and c["tilt_series"][0] == "ts01"
+
+
+def test_relion5_centred_particle_star(project, tmp_path) -> None:
+    f = tmp_path / "particles.star"
+    f.write_text(
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCenteredCoordinateXAngst #2\n"
+        "_rlnCenteredCoordinateYAngst #3\n_rlnCenteredCoordinateZAngst #4\n_rlnAngleRot #5\n"
+        "_rlnAngleTilt #6\n_rlnAnglePsi #7\nts1 -120.5 30.25 0.0 10 20 30\n"
+        "ts1 400.0 -8.0 12.5 0 90 0\n"
+    )
+    rid = project.run("import.coordinates3d", params={"path": str(f)}, workers=1)
+    (c,) = project.outputs(rid).values()
+    cols = c.read()
+    assert cols["x"].tolist() == [-120.5, 400.0] and cols["z"].tolist() == [0.0, 12.5]
+    assert c.attrs["frame"] == "centred" and cols["pixel_size"].tolist() == [1.0, 1.0]
+    assert cols["has_orientation"].tolist() == [1, 1] and cols["tilt"].tolist() == [20.0, 90.0]
+    assert cols["tomogram"].tolist() == ["ts1", "ts1"]
