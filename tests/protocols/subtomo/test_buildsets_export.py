@@ -70,3 +70,18 @@ def test_export_info_byte_identical_and_append(project: Project, imported, tmp_p
     info = json.loads(target.read_text())
     assert len(info["boxes_3d"]) == 4 and info["boxes_3d"][2:] == info["boxes_3d"][:2]
     assert len(info["class_list"]) == 2
+
+
+def test_write_lst_fixed_length_records(tmp_path: Path) -> None:
+    from emforge.protocols.subtomo._buildsets import write_lst
+
+    f = tmp_path / "ribo.lst"
+    write_lst(str(f), ["particles3d/t1__ribo.hdf", "particles3d/t10__ribo.hdf"], [0, 12])
+    lines = f.read_text().split("\n")
+    assert lines[0] == "#LSX" and lines[1].startswith("#")
+    length = int(lines[2][2:])
+    # longest record "12\tparticles3d/t10__ribo.hdf" is 28 chars: padded to 29, plus newline
+    assert length == 30
+    records = f.read_text().splitlines(keepends=True)[3:]
+    assert [len(r) for r in records] == [length, length]
+    assert records[1].split("\t")[0] == "12" and records[1].rstrip().endswith("t10__ribo.hdf")
