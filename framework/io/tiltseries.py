@@ -8,7 +8,7 @@ Readers (each returns one dict of columns, one row per tilt, see
   ``AxisOffsetX/Y`` (Å), ``GridCTF`` (defocus µm per tilt), ``GridCTFDefocusDelta`` (µm,
   U = D + Δ, V = D - Δ), ``GridCTFDefocusAngle`` (deg), CTF ``PixelSize``/``Voltage``/``Cs``/
   ``Amplitude``.
-* SerialEM ``.mdoc`` through ``mdocfile`` (optional: ``pip install emforge[tomo]``):
+* SerialEM ``.mdoc`` through ``mdocfile``:
   ``TiltAngle``, ``ExposureDose`` (accumulated in acquisition order), ``PixelSpacing``,
   ``Defocus`` (µm, negative = underfocus in SerialEM), ``RotationAngle``.
 * RELION 5 ``tomograms.star``: one block per tilt series with ``rlnTomoProj*`` rows,
@@ -113,13 +113,7 @@ def read_warp_xml(path: str | Path, name: str | None = None) -> dict[str, np.nda
 
 
 def read_mdoc(path: str | Path, name: str | None = None) -> dict[str, np.ndarray]:
-    try:
-        import mdocfile
-    except ImportError:
-        raise InputFileError(
-            str(path),
-            "reading .mdoc needs the optional package mdocfile: pip install emforge[tomo]",
-        ) from None
+    import mdocfile  # a dependency; imported here so other readers stay light
     p = Path(path)
     try:
         df = mdocfile.read(p)
