@@ -114,6 +114,7 @@ def read_warp_xml(path: str | Path, name: str | None = None) -> dict[str, np.nda
 
 def read_mdoc(path: str | Path, name: str | None = None) -> dict[str, np.ndarray]:
     import mdocfile  # a dependency; imported here so other readers stay light
+
     p = Path(path)
     try:
         df = mdocfile.read(p)
