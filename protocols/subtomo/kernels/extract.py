@@ -5,7 +5,8 @@ tomogram is at ``x = i, y = j, z = k``) ends at voxel ``(m // 2, m // 2, m // 2)
 ``m``-voxel output box. The box is cut around the nearest voxel ``c = floor(p + 0.5)`` and the
 residual ``p - c`` (in [-0.5, 0.5)) is removed by a Fourier phase shift, so the marker sits on
 the box centre to sub-voxel precision. ``shrink`` Fourier-crops the box (``m = box // shrink``)
-in the same transform, keeping the centre voxel on the centre voxel. Voxels whose position
+in the same transform, keeping the centre voxel on the centre voxel (for an even ``m`` its
+Nyquist planes are zeroed, as they have no symmetric partner). Voxels whose position
 falls outside the tomogram are 0 (zero padding at the edges), also after ``invert`` and
 ``normalise``.
 """
@@ -98,6 +99,10 @@ def extract_one(
             iz = _spectrum_index(m, box)
             spec = spec[iz][:, iz][:, :, : m // 2 + 1]
             spec = spec * np.float32((m / box) ** 3)
+            if m % 2 == 0:  # the Nyquist planes of the small box have no symmetric partner
+                spec[m // 2] = 0
+                spec[:, m // 2] = 0
+                spec[:, :, m // 2] = 0
         out = np.fft.fftshift(irfftn(spec, shape=(m, m, m))).astype(np.float32)
     if invert:
         out = -out

@@ -55,8 +55,7 @@ def test_kernel_puts_marker_on_box_centre(box: int, shrink: int) -> None:
     pts = _markers()
     vol = _tomogram(pts)
     errs = [_centroid_error(extract_one(vol, p, box, shrink=shrink)) * shrink for p in pts]
-    # a 0.02-px systematic of the even-box Fourier crop (Nyquist) aside, it is exact
-    assert max(errs) < 0.05, errs
+    assert max(errs) < 0.01, errs  # acceptance: 0.5 px; measured: below 0.001 px
     # the nearest-voxel crop without the Fourier shift would be off by up to 0.5 px
     assert max(np.abs(pts - np.floor(pts + 0.5)).max(axis=1)) > 0.3
 
@@ -120,7 +119,7 @@ def test_protocol_markers_centred_and_linked(project: Project, tmp_path: Path) -
     errs = []
     for path, idx in zip(cols["image_path"], cols["image_index"], strict=True):
         errs.append(_centroid_error(read_subtomogram(path, int(idx), 20)))
-    assert max(errs) < 0.5 and max(errs) < 0.05, errs  # acceptance: 0.5 px
+    assert max(errs) < 0.01, errs  # acceptance: 0.5 px
 
 
 def test_protocol_other_binning_and_shrink(project: Project, tmp_path: Path) -> None:
@@ -153,7 +152,7 @@ def test_protocol_other_binning_and_shrink(project: Project, tmp_path: Path) -> 
         _centroid_error(read_subtomogram(p, int(i), 12), radius=3) * 2
         for p, i in zip(cols["image_path"], cols["image_index"], strict=True)
     ]
-    assert max(errs) < 0.5, errs
+    assert max(errs) < 0.01, errs  # acceptance: 0.5 px
     # normalised by default: zero mean, unit sd
     sub = read_subtomogram(cols["image_path"][0], 0, 12)
     assert abs(sub.mean()) < 1e-5 and abs(sub.std() - 1) < 1e-4
