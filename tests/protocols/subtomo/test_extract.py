@@ -107,7 +107,7 @@ def test_protocol_markers_centred_and_linked(project: Project, tmp_path: Path) -
         "subtomo.extract",
         params={"normalise": False},
         inputs={"coordinates": c.id, "tomograms": tomos.id},
-        workers=1,
+        workers=2,
     )
     out = project.outputs(rid)["subtomograms"]
     cols = out.read()
@@ -192,3 +192,34 @@ def test_protocol_errors(project: Project, tmp_path: Path) -> None:
             inputs={"coordinates": nobox.id, "tomograms": tomos.id},
             workers=1,
         )
+
+
+def test_protocol_centred_frame_of_eman2_boxes(project: Project, tmp_path: Path) -> None:
+    """EMAN2 apix_unbin boxes: unbinned pixels (1.7 Å) from the tomogram centre."""
+    pts = _markers(n=4, seed=5)
+    nz, ny, nx = SHAPE
+    unbinned = (pts - np.array([nx // 2, ny // 2, nz // 2])) * 4  # bin-4 voxels → unbinned px
+    n = len(pts)
+    cols = {
+        "tomogram": np.full(n, "tomo01", dtype=object),
+        "x": unbinned[:, 0],
+        "y": unbinned[:, 1],
+        "z": unbinned[:, 2],
+        "pixel_size": np.full(n, PIXEL / 4),
+        "boxsize": np.full(n, 64),
+    }
+    f = tmp_path / "tomo01__bin4.mrc"
+    write_volume(f, _tomogram(pts), voxel_size=PIXEL)
+    rid = project.run("import.tomograms", params={"path": str(f), "binning": 4.0}, workers=1)
+    (tomos,) = project.outputs(rid).values()
+    c = project.create_set("SetOfCoordinates3D", cols, attrs={"frame": "centred"})
+    rid = project.run(
+        "subtomo.extract", inputs={"coordinates": c.id, "tomograms": tomos.id}, workers=1
+    )
+    got = project.outputs(rid)["subtomograms"].read()
+    assert np.allclose(np.column_stack([got["coord_x"], got["coord_y"], got["coord_z"]]), pts)
+    errs = [
+        _centroid_error(read_subtomogram(p, int(i), 16))
+        for p, i in zip(got["image_path"], got["image_index"], strict=True)
+    ]
+    assert max(errs) < 0.01, errs
