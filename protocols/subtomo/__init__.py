@@ -20,6 +20,11 @@ manifest = PluginManifest(
             python_name=f"{_P}._export_info:ExportInfo",
             label="Export EMAN2 info json",
         ),
+        ProtocolEntry(
+            id="subtomo.extract",
+            python_name=f"{_P}._extract:ExtractSubtomograms",
+            label="Extract subtomograms",
+        ),
     ],
 )
 
