@@ -46,6 +46,7 @@ __all__ = [
     "match_template",
     "pick_peaks",
     "pick_peaks_eman",
+    "reference_at_pixel_size",
 ]
 
 # bytes per voxel of a padded tile while matching: tile (4), its rfft (~4.1), local sd (4),
@@ -380,3 +381,26 @@ def pick_peaks_eman(scores, *, vthr: float = 10.0, dthr: float, nptcl: int = 500
             break
     ks = np.asarray(ks, np.float32)
     return np.asarray(kept, int).reshape(-1, 3), (ks / ks[0] if len(ks) else ks)
+
+
+def reference_at_pixel_size(reference, ref_pixel_size, tomo_pixel_size) -> np.ndarray:
+    """The reference resampled (cubic spline, :func:`scipy.ndimage.zoom`) to the tomogram's pixel size.
+
+    Both sizes in Å and required: ``None`` or 1.0 (the value a file without a header scale
+    reports) is refused with ValueError naming which one, rather than matching silently at a
+    wrong scale. Equal sizes return a float32 copy. The output box is
+    ``round(n * ref / tomo)`` per axis.
+    """
+    for name, a in (
+        ("reference pixel size", ref_pixel_size),
+        ("tomogram pixel size", tomo_pixel_size),
+    ):
+        if a is None or not np.isfinite(a) or a <= 0 or a == 1.0:
+            raise ValueError(f"{name}: unknown or the 1.0 Å placeholder ({a!r}); set it explicitly")
+    v = np.asarray(reference, np.float32)
+    if abs(ref_pixel_size - tomo_pixel_size) < 1e-4 * tomo_pixel_size:
+        return v.copy()
+    z = float(ref_pixel_size) / float(tomo_pixel_size)
+    return ndi.zoom(v, z, order=3, mode="grid-constant", cval=0.0, grid_mode=True).astype(
+        np.float32
+    )

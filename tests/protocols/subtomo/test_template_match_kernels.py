@@ -119,3 +119,15 @@ def test_eman_label_sum_rule():
     pos, sc = tm.pick_peaks_eman(s, vthr=10, dthr=3)
     assert pos.tolist()[1] == [20, 20, 20] and len(pos) == 2
     assert sc[0] == 1.0 and sc[1] == pytest.approx(12 / 297)
+
+
+def test_pixel_size_refused_when_unknown_and_resampled_when_different():
+    ref = tm.spherical_mask(32, radius=8)
+    for a, b in ((None, 4.0), (1.0, 4.0), (2.0, 1.0)):
+        with pytest.raises(ValueError, match="pixel size"):
+            tm.reference_at_pixel_size(ref, a, b)
+    out = tm.reference_at_pixel_size(ref, 2.0, 4.0)
+    assert out.shape == (16, 16, 16)
+    # volume of a radius-8 px sphere at 2 Å is a radius-4 px sphere at 4 Å
+    assert (out > 0.5).sum() == pytest.approx(4 / 3 * np.pi * 4**3, rel=0.15)
+    np.testing.assert_array_equal(tm.reference_at_pixel_size(ref, 4.0, 4.0), ref)
