@@ -131,3 +131,20 @@ def test_pixel_size_refused_when_unknown_and_resampled_when_different():
     # volume of a radius-8 px sphere at 2 Å is a radius-4 px sphere at 4 Å
     assert (out > 0.5).sum() == pytest.approx(4 / 3 * np.pi * 4**3, rel=0.15)
     np.testing.assert_array_equal(tm.reference_at_pixel_size(ref, 4.0, 4.0), ref)
+
+
+def test_wedge_model_raises_the_score_of_a_wedged_copy():
+    from emforge.numerics import fft
+    from emforge.numerics.tilt import missing_wedge_mask
+
+    tomo = _tomogram(3)
+    f = fft.rfftn(tomo.astype(np.float32))
+    tomo = fft.irfftn(
+        f * missing_wedge_mask(tomo.shape, tilt_min=-40, tilt_max=40), shape=tomo.shape
+    )
+    (z, y, x), k = PLANTED[0]
+    rots = ROTS[[k]]
+    plain, _ = tm.match_template(tomo, _template(), rots)
+    w = missing_wedge_mask((S, S, S), tilt_min=-40, tilt_max=40)
+    wedged, _ = tm.match_template(tomo, _template(), rots, wedge=w)
+    assert wedged[z, y, x] > plain[z, y, x] + 0.1  # measured 0.77 vs 0.56
