@@ -21,6 +21,7 @@ __all__ = [
     "SUBTOMOGRAM_COLUMNS",
     "VOLUME_COLUMNS",
     "TOMOGRAM_COLUMNS",
+    "TILT_COLUMNS",
     "SCHEMAS",
     "STR",
 ]
@@ -90,15 +91,18 @@ PARTICLE_COLUMNS: tuple[Column, ...] = (
 
 COORDINATE3D_COLUMNS: tuple[Column, ...] = (
     _s("tomogram", "tomogram the coordinate belongs to"),
-    _f("x", "px", "x coordinate in the tomogram"),
-    _f("y", "px", "y coordinate in the tomogram"),
-    _f("z", "px", "z coordinate in the tomogram"),
-    _f("pixel_size", "Å", "pixel size the coordinates refer to"),
+    _f("x", "px", "x in voxels of the named tomogram, voxel (0, 0, 0) = 0, float, never rounded"),
+    _f("y", "px", "y in voxels of the named tomogram, voxel (0, 0, 0) = 0, float, never rounded"),
+    _f("z", "px", "z in voxels of the named tomogram, voxel (0, 0, 0) = 0, float, never rounded"),
+    _f("pixel_size", "Å", "voxel size of the tomogram the coordinates are measured in"),
     _f("rot", "deg", "first Euler angle, RELION ZYZ convention", 0.0),
     _f("tilt", "deg", "second Euler angle, RELION ZYZ convention", 0.0),
     _f("psi", "deg", "third Euler angle, RELION ZYZ convention", 0.0),
-    _s("tag", "a label, e.g. EMAN2 box class"),
-    _f("score", "", "picking score"),
+    _s("tag", "class name, e.g. the EMAN2 class_list name of the box"),
+    _f("score", "", "picking score (EMAN2 tm: label sum / best; manual: 0)"),
+    _s("method", "how the point was picked: manual, tm, or the source format"),
+    _i("has_orientation", "", "1 when rot/tilt/psi are a known orientation, 0 when unknown"),
+    _i("boxsize", "px", "box size of the tag in unbinned tilt-series pixels, 0 if unknown"),
 )
 
 SUBTOMOGRAM_COLUMNS: tuple[Column, ...] = (
@@ -109,6 +113,8 @@ SUBTOMOGRAM_COLUMNS: tuple[Column, ...] = (
     _f("coord_x", "px", "x coordinate in the tomogram"),
     _f("coord_y", "px", "y coordinate in the tomogram"),
     _f("coord_z", "px", "z coordinate in the tomogram"),
+    _i("coord_id", "", "id of the SetOfCoordinates3D row it was cut at, -1 if none", -1),
+    _s("tag", "class name carried from the coordinate"),
     *_BOOK,
 )
 
@@ -122,6 +128,21 @@ VOLUME_COLUMNS: tuple[Column, ...] = (
 TOMOGRAM_COLUMNS: tuple[Column, ...] = (
     *_IMAGE,
     _s("tilt_series", "tilt series the tomogram was reconstructed from, if known"),
+    _f("binning", "", "tomogram voxel size / tilt-series pixel size (1 when unknown)", 1.0),
+)
+
+TILT_COLUMNS: tuple[Column, ...] = (
+    *_IMAGE,
+    _s("tilt_series", "name of the tilt series this tilt image belongs to"),
+    _i("tilt_index", "", "0-based position of the tilt in its series, in acquisition-file order"),
+    _f("tilt_angle", "deg", "tilt angle (EMAN2 tlt_params[3], ytilt)", 0.0),
+    _f("tilt_axis", "deg", "in-plane tilt-axis angle from y, ccw (EMAN2 tlt_params[2])", 0.0),
+    _f("off_axis", "deg", "off-axis tilt about x (EMAN2 tlt_params[4], xtilt)", 0.0),
+    _f("shift_x", "Å", "alignment shift along x (EMAN2 tlt_params[0] × pixel size)", 0.0),
+    _f("shift_y", "Å", "alignment shift along y (EMAN2 tlt_params[1] × pixel size)", 0.0),
+    _f("dose", "e/Å²", "accumulated dose before this tilt", 0.0),
+    *_CTF,
+    _i("excluded", "", "1 when the tilt is excluded from processing"),
 )
 
 SCHEMAS: dict[str, tuple[Column, ...]] = {
@@ -130,4 +151,5 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
     "SetOfSubTomograms": SUBTOMOGRAM_COLUMNS,
     "SetOfVolumes": VOLUME_COLUMNS,
     "SetOfTomograms": TOMOGRAM_COLUMNS,
+    "SetOfTiltSeries": TILT_COLUMNS,
 }

@@ -32,6 +32,7 @@ __all__ = [
     "Particle",
     "Coordinate3D",
     "SubTomogram",
+    "TiltImage",
     "ITEM_TYPES",
     "OBJECT_TYPES",
     "SET_KINDS",
@@ -130,6 +131,13 @@ class Tomogram(DataObject):
     tilt_series: str | None = None
     #: the MRC header field(s) the frame (``origin``) came in, as for :class:`Volume`
     origin_field: str = "origin"
+    #: voxel size / tilt-series pixel size (4 for a bin-4 tomogram; 1 when unknown)
+    binning: float = 1.0
+
+    @property
+    def unbinned_pixel_size(self) -> float:
+        """The tilt-series pixel size in Å (EMAN2 ``apix_unbin``)."""
+        return self.pixel_size / self.binning
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,11 @@ SubTomogram = _item_class(
 )
 VolumeItem = _item_class("VolumeItem", "SetOfVolumes", "One volume of a SetOfVolumes.")
 TomogramItem = _item_class("TomogramItem", "SetOfTomograms", "One tomogram of a SetOfTomograms.")
+TiltImage = _item_class(
+    "TiltImage",
+    "SetOfTiltSeries",
+    "One tilt image of a SetOfTiltSeries: its series, index, geometry, dose and CTF.",
+)
 
 
 ITEM_TYPES: dict[str, type[Item]] = {
@@ -208,6 +221,7 @@ ITEM_TYPES: dict[str, type[Item]] = {
     "SetOfSubTomograms": SubTomogram,
     "SetOfVolumes": VolumeItem,
     "SetOfTomograms": TomogramItem,
+    "SetOfTiltSeries": TiltImage,
 }
 SET_KINDS = tuple(ITEM_TYPES)
 OBJECT_TYPES: dict[str, type[DataObject]] = {

@@ -30,6 +30,11 @@ manifest = PluginManifest(
             id="import.tomograms", python_name=f"{_P}:ImportTomograms", label="Import tomograms"
         ),
         ProtocolEntry(
+            id="import.tiltseries",
+            python_name=f"{_P}:ImportTiltSeries",
+            label="Import tilt-series geometry (.tlt, Warp .xml, .mdoc, RELION 5)",
+        ),
+        ProtocolEntry(
             id="import.coordinates3d",
             python_name=f"{_P}:ImportCoordinates3D",
             label="Import 3D coordinates (STAR, text, EMAN2)",

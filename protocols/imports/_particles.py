@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -18,9 +17,10 @@ from ._protocols import (
     _check_path,
     _ImportMany,
     _paths,
+    import_many_step,
 )
 
-__all__ = ["ImportParticles", "ImportTomograms", "ImportCoordinates3D"]
+__all__ = ["ImportParticles", "ImportTomograms", "ImportTiltSeries", "ImportCoordinates3D"]
 
 
 def _particle_columns(
@@ -171,8 +171,94 @@ class ImportTomograms(_ImportMany):
             section="Input",
             gt=0,
         )
+        binning: float = param(
+            1.0,
+            "Tomogram voxel size / tilt-series pixel size (4 for a bin-4 tomogram)",
+            section="Tilt series",
+            gt=0,
+        )
+        tilt_series: str = param(
+            "",
+            "Tilt-series name of every tomogram; 'stem': each file's name before any '__' "
+            "or '.' (EMAN2's base name); empty: not linked",
+            section="Tilt series",
+        )
 
     outputs = {"tomograms": Output("SetOfTomograms", "the imported tomograms")}
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        paths = _paths(p.path)
+        if p.tilt_series == "stem":
+            names = [Path(f).name.split(".")[0].split("__")[0] for f in paths]
+        else:
+            names = [p.tilt_series] * len(paths)
+        extra = {
+            "binning": [float(p.binning)] * len(paths),
+            "tilt_series": np.array(names, dtype=object),
+        }
+        args = dict(paths=paths, pixel_size=p.pixel_size, kind=self.item_kind, extra=extra)
+        return [Step("import", import_many_step, outputs=[self.output], args=args)]
+
+
+def import_tiltseries_step(ctx: StepContext, *, path: str, fmt: str, name: str) -> dict:
+    from emforge.io.tiltseries import read_tiltseries
+
+    cols = read_tiltseries(path, fmt)
+    if name:
+        cols["tilt_series"] = np.full(len(cols["tilt_index"]), name, dtype=object)
+    for col in ("shift_x", "shift_y"):  # Warp offsets are Å already; others have none
+        cols.setdefault(col, np.zeros(len(cols["tilt_index"])))
+    ctx.output_set("tiltseries", "SetOfTiltSeries", cols, attrs={"source": path, "format": fmt})
+    series = sorted(set(cols["tilt_series"].tolist()))
+    return {"tilts": len(cols["tilt_index"]), "series": series}
+
+
+class ImportTiltSeries(Protocol):
+    id = "import.tiltseries"
+    version = "1"
+    label = "Import tilt-series geometry"
+    help = (
+        "Import per-tilt angles, dose and CTF from IMOD .tlt, Warp .xml, SerialEM .mdoc or a "
+        "RELION 5 tomograms.star as a SetOfTiltSeries (one row per tilt image)."
+    )
+
+    class Params(ProtocolParams):
+        path: SourcePath = param(
+            "", "Tilt-series metadata file (.tlt, .xml, .mdoc, .star)", section="Input"
+        )
+        format: Literal["auto", "tlt", "xml", "mdoc", "star"] = param(
+            "auto", "File format; auto guesses from the extension", section="Input"
+        )
+        name: str = param(
+            "", "Tilt-series name (default: from the file, or the file name)", section="Input"
+        )
+
+    outputs = {"tiltseries": Output("SetOfTiltSeries", "the tilts, grouped by tilt_series")}
+
+    def external_files(self) -> list[str]:
+        return _paths(self.params.path)[:1]
+
+    def validate(self) -> list[str]:
+        from emforge.io.tiltseries import read_tiltseries
+
+        problems: list[str] = []
+        found = _check_path("path", self.params.path, problems)
+        if found:
+            try:
+                read_tiltseries(found[0], self.params.format)
+            except EmforgeError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def steps(self) -> list[Step]:
+        p = self.params
+        args = dict(path=_paths(p.path)[0], fmt=p.format, name=p.name)
+        return [Step("import", import_tiltseries_step, outputs=["tiltseries"], args=args)]
+
+    def summary(self, outputs: dict[str, Any], results: dict[str, Any]) -> str:
+        r = results.get("import", {})
+        return f"{r.get('tilts')} tilts in {len(r.get('series', []))} tilt series"
 
 
 def _read_text_coords(path: str) -> dict[str, np.ndarray]:
@@ -187,60 +273,72 @@ def _read_text_coords(path: str) -> dict[str, np.ndarray]:
     return {"x": data[:, 0], "y": data[:, 1], "z": data[:, 2]}
 
 
-def _read_eman2_info(path: str) -> dict[str, np.ndarray]:
-    """EMAN2 ``info/<tomogram>_info.json``: ``boxes_3d`` [x, y, z, source, score, class] + ``class_list``."""
-    try:
-        info = json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a text file") from None
-    except json.JSONDecodeError as exc:
+def _read_eman2_info(path: str, pixel_size: float | None) -> tuple[dict[str, np.ndarray], dict]:
+    """EMAN2 ``info/<tomogram>_info.json`` through :mod:`emforge.io.eman2_info` (one reader)."""
+    from emforge.io.eman2_info import info_to_columns, read_info
+
+    name = Path(path).name.removesuffix(".json").removesuffix("_info")
+    return info_to_columns(read_info(path), path, tomogram=name, pixel_size=pixel_size)
+
+
+def _read_centred_star(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    """RELION 5 particles with only ``rlnCenteredCoordinate{X,Y,Z}Angst`` (Å from the tomogram
+    centre): the ``centred`` frame with ``pixel_size`` 1 Å (see docs/conventions.md)."""
+    from emforge.io.star import read_star_blocks
+
+    blocks = read_star_blocks(path)
+    labels = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
+    table = next((t for t in blocks.values() if all(lb in t for lb in labels)), None)
+    if table is None:
         raise InputFileError(
-            path, f"not valid JSON (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    boxes = info.get("boxes_3d")
-    if not isinstance(boxes, list):
-        raise InputFileError(path, "has no 'boxes_3d' list (not an EMAN2 tomogram info file)")
-    classes = {int(k): v.get("name", str(k)) for k, v in (info.get("class_list") or {}).items()}
-    x, y, z, tags, scores = [], [], [], [], []
-    for box in boxes:
-        x.append(float(box[0]))
-        y.append(float(box[1]))
-        z.append(float(box[2]))
-        scores.append(
-            float(box[4]) if len(box) > 4 and isinstance(box[4], int | float) else float("nan")
+            path, "has neither rlnCoordinateX/Y/Z nor rlnCenteredCoordinateX/Y/ZAngst"
         )
-        cls = int(box[5]) if len(box) > 5 else 0
-        tags.append(classes.get(cls, str(cls)))
-    return {
-        "x": np.array(x),
-        "y": np.array(y),
-        "z": np.array(z),
-        "tag": np.array(tags, dtype=object),
-        "score": np.array(scores),
-    }
+    n = len(table)
+    cols = {k: table[lb].to_numpy(float) for k, lb in zip("xyz", labels, strict=True)}
+    cols["pixel_size"] = np.ones(n)
+    if "rlnTomoName" in table:
+        cols["tomogram"] = table["rlnTomoName"].astype(str).to_numpy(object)
+    angles = [f"rlnAngle{a}" for a in ("Rot", "Tilt", "Psi")]
+    if all(a in table for a in angles):
+        for k, a in zip(("rot", "tilt", "psi"), angles, strict=True):
+            cols[k] = table[a].to_numpy(float)
+        cols["has_orientation"] = np.ones(n, dtype=np.int64)
+    return cols, {"frame": "centred"}
 
 
-def _read_coords(path: str, fmt: str, pixel_size: float | None) -> dict[str, np.ndarray]:
+def _read_coords(
+    path: str, fmt: str, pixel_size: float | None
+) -> tuple[dict[str, np.ndarray], dict]:
     from emforge.io import read_coordinates3d_star
 
     if fmt == "star":
-        return read_coordinates3d_star(path, pixel_size=pixel_size)
+        try:
+            cols = read_coordinates3d_star(path, pixel_size=pixel_size)
+        except InputFileError as exc:
+            if "rlnCoordinateX" not in str(exc):
+                raise
+            return _read_centred_star(path)
+        if "rot" in cols:
+            cols["has_orientation"] = np.ones(len(cols["x"]), dtype=np.int64)
+        return cols, {}
     if fmt == "eman2":
-        return _read_eman2_info(path)
-    return _read_text_coords(path)
+        return _read_eman2_info(path, pixel_size)
+    return _read_text_coords(path), {}
 
 
 def import_coords_step(
     ctx: StepContext, *, path: str, tomogram: str, pixel_size: float | None, fmt: str
 ) -> dict:
-    cols = _read_coords(path, fmt, pixel_size)
+    cols, attrs = _read_coords(path, fmt, pixel_size)
     n = len(cols["x"])
     if tomogram or "tomogram" not in cols:
         name = tomogram or (Path(path).stem.removesuffix("_info"))
         cols["tomogram"] = np.full(n, name, dtype=object)
-    if pixel_size is not None or "pixel_size" not in cols:
+    if attrs.get("frame") != "centred" and (pixel_size is not None or "pixel_size" not in cols):
         cols["pixel_size"] = np.full(n, np.nan if pixel_size is None else pixel_size)
-    ctx.output_set("coordinates", "SetOfCoordinates3D", cols, attrs={"source": path})
+    if "method" not in cols:
+        cols["method"] = np.full(n, fmt, dtype=object)
+    ctx.output_set("coordinates", "SetOfCoordinates3D", cols, attrs={"source": path, **attrs})
     tomos = sorted(set(cols["tomogram"].tolist()))
     return {"count": n, "tomograms": tomos}
 

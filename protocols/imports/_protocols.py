@@ -309,7 +309,12 @@ class ImportVolume(Protocol):
 
 
 def import_many_step(
-    ctx: StepContext, *, paths: list[str], pixel_size: float | None, kind: str
+    ctx: StepContext,
+    *,
+    paths: list[str],
+    pixel_size: float | None,
+    kind: str,
+    extra: dict[str, list] | None = None,
 ) -> dict:
     cols: dict[str, list] = {"image_path": [], "pixel_size": []}
     for i, path in enumerate(paths):
@@ -326,6 +331,7 @@ def import_many_step(
             "image_path": np.array(cols["image_path"], dtype=object),
             "pixel_size": np.array(cols["pixel_size"]),
             "image_index": np.zeros(len(paths), np.int64),
+            **{k: np.asarray(v) for k, v in (extra or {}).items()},
         },
         attrs={"sources": paths},
     )

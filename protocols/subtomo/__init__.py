@@ -9,7 +9,18 @@ _P = "emforge.protocols.subtomo"
 manifest = PluginManifest(
     name="subtomo",
     description="Subtomogram averaging (EMAN2 e2spt): extraction, sets by tag, template matching",
-    protocols=[],
+    protocols=[
+        ProtocolEntry(
+            id="subtomo.buildsets",
+            python_name=f"{_P}._buildsets:BuildSets",
+            label="Build sets by tag",
+        ),
+        ProtocolEntry(
+            id="subtomo.export_info",
+            python_name=f"{_P}._export_info:ExportInfo",
+            label="Export EMAN2 info json",
+        ),
+    ],
 )
 
 # Entries are added as the protocols land; each keeps to the form
