@@ -143,6 +143,7 @@ class Project:
         label: str = "",
         workers: int | None = None,
         executor: str = "local",
+        scheduler: str | None = None,
         registry: Any = None,
     ) -> int:
         """Create and execute a run in this process; returns the run id.
@@ -154,11 +155,15 @@ class Project:
         # the one edge between the two: the project calls the engine here (lazily, so that
         # opening a project does not load it); the engine never imports this module
         from .engine import create_run, execute_run
+        from .engine.executors import check_scheduler
 
+        check_scheduler(executor, scheduler)  # an unreachable scheduler records nothing
         run_id = create_run(
             self, protocol, dict(params or {}), dict(inputs or {}), label=label, registry=registry
         )
-        status = execute_run(self, run_id, workers=workers, executor=executor, registry=registry)
+        status = execute_run(
+            self, run_id, workers=workers, executor=executor, address=scheduler, registry=registry
+        )
         if status != "finished":
             from .engine.runs import run_row
 

@@ -326,8 +326,10 @@ def _detach(proj: Project, run_id: int, args: Any, mode: str = "resume") -> int:
 
 def run(args: Any) -> int:
     from ..engine import create_run
+    from ..engine.executors import check_scheduler
 
     proj = _open(args)
+    check_scheduler(args.executor, args.scheduler)  # unreachable: nothing recorded, exit 2
     run_id = create_run(
         proj,
         args.protocol,
@@ -521,6 +523,7 @@ def template_run(args: Any) -> int:
         registry=_registry(),
         workers=args.workers,
         executor=args.executor,
+        scheduler=args.scheduler,
         on_event=event,
     )
     out.print(

@@ -238,8 +238,9 @@ class DaskExecutor(Executor):
                 f"dask needs the 'distributed' package ({exc}); pip install 'emforge[dask]'",
             ) from None
         self._own_cluster = None
+        address = scheduler_address(address)
         if address:
-            self._client = Client(address)
+            self._client = connect(address)
         else:
             self._own_cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
@@ -260,6 +261,68 @@ class DaskExecutor(Executor):
         self._client.close()
         if self._own_cluster is not None:
             self._own_cluster.close()
+
+
+def scheduler_address(address: str | None = None) -> str | None:
+    """The scheduler to use: ``address``, else Dask's ``scheduler-address`` config
+    (``DASK_SCHEDULER_ADDRESS`` in the environment sets it), else None (a local cluster)."""
+    if address:
+        return address
+    try:
+        import dask
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    return dask.config.get("scheduler-address", None) or None
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a scheduler: ``EMFORGE_DASK_TIMEOUT``, default 10."""
+    import os
+
+    from ..errors import ParamError
+
+    raw = os.environ.get("EMFORGE_DASK_TIMEOUT", "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ParamError(
+            "EMFORGE_DASK_TIMEOUT", f"must be a number of seconds, got {raw!r}"
+        ) from None
+    if value <= 0:
+        raise ParamError("EMFORGE_DASK_TIMEOUT", f"must be positive, got {raw!r}")
+    return value
+
+
+def connect(address: str) -> Any:
+    """A ``distributed.Client`` on ``address``; an unreachable scheduler is a one-line
+    :class:`~emforge.errors.ParamError` naming the address (no traceback)."""
+    from distributed import Client
+
+    from ..errors import ParamError
+
+    timeout = connect_timeout()
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParamError(
+            "--scheduler",
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({why[:120]})",
+        ) from None
+
+
+def check_scheduler(executor: str, address: str | None) -> None:
+    """Before a run is recorded: with ``executor="dask"`` and a scheduler to reach, connect
+    once (and close) so that an unreachable one fails with the database unchanged."""
+    if executor != "dask":
+        if address:
+            from ..errors import ParamError
+
+            raise ParamError("--scheduler", f"needs --executor dask (got --executor {executor})")
+        return
+    address = scheduler_address(address)
+    if address:
+        connect(address).close()
 
 
 def make_executor(

@@ -291,6 +291,7 @@ def run_template(
     registry: Any = None,
     workers: int | None = None,
     executor: str = "local",
+    scheduler: str | None = None,
     on_event: Callable[[str, str, int], None] | None = None,
 ) -> dict[str, int]:
     """Run every node in dependency order; returns node id -> run id (reused or new).
@@ -299,12 +300,17 @@ def run_template(
     run was aborted or interrupted is resumed. Ctrl-C raises :class:`TemplateAborted`.
     """
     validate_template(project, tpl, registry=registry)
+    from .executors import check_scheduler
+
+    check_scheduler(executor, scheduler)  # before any node's run is recorded
     runs: dict[str, int] = {}
     node_id = ""
     try:
         for node in _order(tpl):
             node_id = node.id
-            status = _run_node(project, node, runs, registry, workers, executor, on_event)
+            status = _run_node(
+                project, node, runs, registry, workers, executor, on_event, scheduler
+            )
             if status == "aborted":
                 raise KeyboardInterrupt
             if status != "finished":
@@ -331,6 +337,7 @@ def _run_node(
     workers: int | None,
     executor: str,
     on_event: Callable[[str, str, int], None] | None,
+    scheduler: str | None = None,
 ) -> str:
     """Skip, resume or create-and-run one node; records its run id in ``runs``."""
     inputs = {k: _resolve(v, runs) for k, v in node.inputs.items()}
@@ -357,7 +364,9 @@ def _run_node(
     runs[node.id] = rid
     if on_event:
         on_event(node.id, "resumed" if resumed else "started", rid)
-    status = execute_run(project, rid, registry=registry, workers=workers, executor=executor)
+    status = execute_run(
+        project, rid, registry=registry, workers=workers, executor=executor, address=scheduler
+    )
     if on_event:
         on_event(node.id, status, rid)
     return status
